@@ -1,0 +1,170 @@
+"""The storage interface that every backend implements.
+
+A backend stores whole objects under '/'-separated keys, nothing more. All of
+Toil's semantics (job IDs, file IDs, hints, cleanup, logs, the kill flag) are
+written once, in :mod:`jobstore.store`, on top of this interface, so a new
+backend only has to be a faithful object store:
+
+* a write is atomic: readers see the complete old or the complete new object,
+  never a part, and a writer killed half-way leaves the old object (or none);
+* a completed write is visible at once to every other process (read-your-writes);
+* a missing object raises :class:`NotFound` at once, without waiting.
+
+Keys are produced by the store layer and validated there; backends may assume
+components are non-empty and never ``.`` or ``..``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+
+class BackendError(Exception):
+    """A storage operation failed for a reason other than a missing object."""
+
+
+class NotFound(KeyError):
+    """The object does not exist."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+    def __str__(self) -> str:
+        return f"no object at key {self.key!r}"
+
+
+class StoreExists(BackendError):
+    """``initialize`` found a store (or foreign data) where it should create one."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a single metadata request tells about an object."""
+
+    size: int
+    executable: bool
+    mtime: float
+
+
+@dataclass(frozen=True)
+class DirEntry:
+    """One level of a key listing: a name and whether more keys lie below it."""
+
+    name: str
+    is_dir: bool
+
+
+class Backend(ABC):
+    """An object store holding one job store's objects."""
+
+    #: How many requests are worth running side by side (1 for local disks).
+    concurrency: int = 1
+    #: Whether Toil's caching file store pays off on top of this backend.
+    prefers_caching: bool = False
+
+    # ----------------------------------------------------------- lifecycle
+
+    @abstractmethod
+    def initialize(self) -> None:
+        """Create the container for a new store.
+
+        Raises :class:`StoreExists` when the location already holds data.
+        """
+
+    @abstractmethod
+    def destroy(self) -> None:
+        """Delete every object of the store; idempotent, safe to call again after a failure."""
+
+    def env(self) -> dict[str, str]:
+        """Environment variables a worker on another machine needs to reach this backend."""
+        return {}
+
+    # --------------------------------------------------------------- writes
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes, executable: bool = False) -> None:
+        """Store ``data`` at ``key`` atomically, replacing any old object."""
+
+    @abstractmethod
+    def put_file(self, key: str, path: str, executable: bool = False) -> None:
+        """Store a copy of the local file at ``path`` atomically."""
+
+    @abstractmethod
+    def writer(
+        self, key: str, executable: bool = False
+    ) -> contextlib.AbstractContextManager[BinaryIO]:
+        """Stream an object in; it appears only when the block exits without an exception."""
+
+    @abstractmethod
+    def put_if_absent(self, key: str) -> bool:
+        """Create an empty object unless one exists; True when this call created it."""
+
+    def put_symlink(self, key: str, target: str) -> bool:
+        """Store a link to the local file ``target`` instead of a copy, where the backend can.
+
+        Returns False when it cannot, and the caller copies instead.
+        """
+        return False
+
+    # ---------------------------------------------------------------- reads
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes:
+        """The whole object. Raises :class:`NotFound`."""
+
+    @abstractmethod
+    def reader(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]:
+        """A readable stream of the object. Raises :class:`NotFound` on entry."""
+
+    @abstractmethod
+    def get_file(self, key: str, path: str) -> ObjectInfo:
+        """Copy the object to the local ``path`` atomically. Raises :class:`NotFound`."""
+
+    def local_path(self, key: str) -> str | None:
+        """Where the object lives on a local file system, when it does (for links)."""
+        return None
+
+    @abstractmethod
+    def stat(self, key: str) -> ObjectInfo:
+        """Size, executability and modification time. Raises :class:`NotFound`."""
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.stat(key)
+        except NotFound:
+            return False
+        return True
+
+    @abstractmethod
+    def url(self, key: str) -> str:
+        """A URL that reads the object for at least an hour. Raises :class:`NotFound`."""
+
+    # -------------------------------------------------------------- deletes
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove one object; missing objects are not an error."""
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """Remove several objects; backends batch this where they can."""
+        for key in keys:
+            self.delete(key)
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove every object whose key starts with ``prefix`` (a '/'-terminated prefix)."""
+        self.delete_many(list(self.list(prefix)))
+
+    # -------------------------------------------------------------- listing
+
+    @abstractmethod
+    def list(self, prefix: str, start_after: str | None = None) -> Iterator[str]:
+        """Every key under ``prefix``, in sorted order, after ``start_after`` if given."""
+
+    @abstractmethod
+    def listdir(self, prefix: str) -> Iterator[DirEntry]:
+        """One level below ``prefix`` (a '/'-terminated prefix, or ''), in sorted order."""

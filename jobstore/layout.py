@@ -1,0 +1,155 @@
+"""Where everything lives: the mapping from Toil's names to backend keys.
+
+One module owns the key layout so that the store, the FUSE view and the tests
+agree on it, and so that every name coming from outside is checked here before
+it can become a key. Nothing that passes these checks can point outside the
+store: components are never empty, ``.``, ``..``, and never hold ``/`` or NUL.
+
+Layout (every backend stores the same keys)::
+
+    shared/<name>                       shared files (config.pickle, pid.log, ...)
+    jobs/<shard>/<job-id>               pickled JobDescription
+    files/<file-id>                     file contents; the file ID *is* the path
+    hints/<hint-path>                   slot claims and tombstones for hinted IDs
+    logs/<time>-<unique>                one object per log message, in write order
+    meta/log-cursor.json                which log messages the leader has read
+
+File IDs come in three shapes, told apart by their first component (hints are
+sanitised to ``[A-Za-z0-9_.-]`` so they can never start with ``@``)::
+
+    @anon/<abc>/<uuid>/<basename>        a file not cleaned up with a job
+    @job/<shard>/<job-id>/<uuid>/<basename>  deleted together with its job
+    <hint>/.../files/[<n>/]<basename>   a hinted file (see toil's HintedJobStore)
+
+``<shard>`` spreads jobs over 4,096 directories so that no directory grows
+past a few hundred entries at a million jobs, and creating one costs O(1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+import uuid
+
+SHARED = "shared/"
+JOBS = "jobs/"
+FILES = "files/"
+HINTS = "hints/"
+LOGS = "logs/"
+LOG_CURSOR = "meta/log-cursor.json"
+CONFIG = SHARED + "config.pickle"
+
+ANON = "@anon"
+JOB_FILES = "@job"
+
+_JOB_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
+_SHARED_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
+_SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+MAX_FILE_ID = 1024
+MAX_BASENAME_BYTES = 200
+
+
+class InvalidName(ValueError):
+    """A name from outside that can never be a valid key."""
+
+
+def shard(name: str) -> str:
+    """A stable 3-hex-digit bucket (4,096 of them) for any name."""
+    return hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=2).hexdigest()[:3]
+
+
+# ------------------------------------------------------------------- jobs
+
+
+def new_job_id(job_name: str | None) -> str:
+    """A fresh job ID that names the job, so ``ls jobs/`` is readable."""
+    slug = _SLUG_UNSAFE.sub("_", job_name or "").strip("._-")[:40] or "job"
+    return f"{slug}-{uuid.uuid4().hex}"
+
+
+def is_job_id(job_id: object) -> bool:
+    return isinstance(job_id, str) and _JOB_ID.fullmatch(job_id) is not None
+
+
+def job_key(job_id: str) -> str:
+    if not is_job_id(job_id):
+        raise InvalidName(f"not a job ID of this store: {job_id!r}")
+    return f"{JOBS}{shard(job_id)}/{job_id}"
+
+
+def job_id_from_key(key: str) -> str:
+    return key.rsplit("/", 1)[-1]
+
+
+def job_files_prefix(job_id: str) -> str:
+    return f"{FILES}{JOB_FILES}/{shard(job_id)}/{job_id}/"
+
+
+# ------------------------------------------------------------------ files
+
+
+def sanitize_basename(basename: str | None, default: str = "file") -> str:
+    """A basename safe as one path component, keeping it recognisable."""
+    name = "".join("_" if c == "/" or ord(c) < 32 or c == "\x7f" else c for c in basename or "")
+    name = name.strip()
+    while len(name.encode("utf-8", "surrogatepass")) > MAX_BASENAME_BYTES:
+        name = name[:-1]
+    if name in ("", ".", ".."):
+        return default
+    # Lone surrogates (undecodable file names) cannot be stored on S3: replace them.
+    return name.encode("utf-8", "replace").decode("utf-8")
+
+
+def new_file_id(basename: str, job_id: str | None = None) -> str:
+    u = uuid.uuid4().hex
+    if job_id is not None:
+        if not is_job_id(job_id):
+            raise InvalidName(f"not a job ID of this store: {job_id!r}")
+        return f"{JOB_FILES}/{shard(job_id)}/{job_id}/{u}/{basename}"
+    return f"{ANON}/{u[:3]}/{u[3:]}/{basename}"
+
+
+def check_path(path: object, what: str) -> str:
+    """Check a '/'-separated relative path from outside; returns it unchanged."""
+    if not isinstance(path, str) or not path or len(path) > MAX_FILE_ID:
+        raise InvalidName(f"not a valid {what}: {path!r}")
+    for part in path.split("/"):
+        if part in ("", ".", "..") or "\x00" in part:
+            raise InvalidName(f"not a valid {what}: {path!r}")
+    return path
+
+
+def file_key(file_id: str) -> str:
+    return FILES + check_path(str(file_id), "file ID")
+
+
+def is_hinted(file_id: str) -> bool:
+    return not file_id.startswith("@")
+
+
+# ----------------------------------------------------------------- shared
+
+
+def check_shared_name(name: object) -> str:
+    if not isinstance(name, str) or not _SHARED_NAME.fullmatch(name) or name in (".", ".."):
+        raise InvalidName(f"Not a valid shared file name: {name!r}")
+    return name
+
+
+def shared_key(name: str) -> str:
+    return SHARED + check_shared_name(name)
+
+
+# ------------------------------------------------------------------- logs
+
+
+def new_log_key(now_ns: int | None = None) -> str:
+    """A log key that sorts after every key made earlier, on any machine whose clock agrees."""
+    stamp = time.time_ns() if now_ns is None else now_ns
+    return f"{LOGS}{stamp:020d}-{uuid.uuid4().hex[:12]}"
+
+
+def log_key_floor(now_ns: int) -> str:
+    """The smallest log key that a message written at ``now_ns`` or later can have."""
+    return f"{LOGS}{now_ns:020d}"

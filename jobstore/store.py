@@ -1,0 +1,547 @@
+"""Toil's job store semantics, written once over any :class:`~jobstore.backend.Backend`.
+
+What this adds over Toil's own stores:
+
+* a missing job or file fails at once: backends answer existence directly,
+  there is no spin-waiting for eventually-consistent listings;
+* a file ID is its key, so reading, sizing or deleting a file is one request;
+* log messages are one immutable object each, read in write order through a
+  cursor, so reading them never rewrites or moves them;
+* every name from outside goes through :mod:`jobstore.layout` before it can
+  become a key, so no ID reaches outside the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import pickle
+import stat
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import IO, TYPE_CHECKING, Any, TypeVar
+from urllib.parse import ParseResult, unquote
+
+from toil.fileStores import FileID
+from toil.job import JobDescription, TemporaryID
+from toil.jobStores.abstractJobStore import (
+    AbstractJobStore,
+    HintedJobStore,
+    JobStoreExistsException,
+    NoSuchFileException,
+    NoSuchJobException,
+    NoSuchJobStoreException,
+)
+
+from jobstore import layout
+from jobstore.backend import Backend, NotFound, StoreExists
+from jobstore.locator import Locator, parse_locator
+
+if TYPE_CHECKING:
+    from toil.common import Config
+    from toil.lib.url import URLAccess
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: A log message whose key was minted longer ago than this is assumed visible.
+#: Bounds how far clocks of writers may disagree and how long a single log write may take.
+LOG_GRACE_NS = 120 * 10**9
+
+
+class InvalidJobID(NoSuchJobException, ValueError):
+    """A job ID this store could never have issued; no such job can exist."""
+
+    def __init__(self, job_id: object) -> None:
+        super().__init__(str(job_id))
+        self.args = (f"not a job ID of this store: {job_id!r}",)
+
+
+class InvalidFileID(NoSuchFileException, ValueError):
+    """A file ID this store could never have issued; no such file can exist."""
+
+    def __init__(self, file_id: object) -> None:
+        super().__init__(str(file_id))
+        self.args = (f"not a file ID of this store: {file_id!r}",)
+
+
+class JobStore(AbstractJobStore, HintedJobStore):
+    """A Toil job store on a ``local:`` or ``s3:`` backend.
+
+    ``JobStore(locator)`` touches no storage; call ``initialize`` or ``resume``
+    as with any Toil job store.
+    """
+
+    def __init__(self, locator: str, backend: Backend | None = None) -> None:
+        self._parsed: Locator = parse_locator(locator)
+        super().__init__(self._parsed.canonical)
+        self.backend: Backend = backend if backend is not None else self._parsed.open_backend()
+        self._batch: list[JobDescription] | None = None
+
+    def __repr__(self) -> str:
+        return f"JobStore({self.locator!r})"
+
+    # ============================================================ lifecycle
+
+    def initialize(self, config: Config) -> None:
+        try:
+            self.backend.initialize()
+        except StoreExists as e:
+            raise JobStoreExistsException(self.locator, self._parsed.scheme) from e
+        super().initialize(config)
+
+    def resume(self) -> None:
+        try:
+            super().resume()
+        except NoSuchFileException:
+            raise NoSuchJobStoreException(self.locator, self._parsed.scheme) from None
+        cleanup = getattr(self.backend, "remove_stale_temporaries", None)
+        if cleanup is not None:
+            cleanup()
+
+    def destroy(self) -> None:
+        self.backend.destroy()
+
+    def get_env(self) -> dict[str, str]:
+        return self.backend.env()
+
+    def default_caching(self) -> bool:
+        return self.backend.prefers_caching
+
+    def _config_flag(self, name: str) -> bool:
+        try:
+            return bool(getattr(self.config, name, False))
+        except AttributeError:  # neither initialized nor resumed yet
+            return False
+
+    # ================================================================= jobs
+
+    def assign_job_id(self, job_description: JobDescription) -> None:
+        job_description.jobStoreID = layout.new_job_id(job_description.jobName)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        self._batch = []
+        try:
+            yield
+            batch = self._batch
+        finally:
+            self._batch = None
+        for _ in self._map(self._write_job, batch):
+            pass
+
+    def create_job(self, job_description: JobDescription) -> JobDescription:
+        if self._batch is not None:
+            job_description.pre_update_hook()
+            self._batch.append(job_description)
+        else:
+            self.update_job(job_description)
+        return job_description
+
+    def update_job(self, job_description: JobDescription) -> None:
+        job_description.pre_update_hook()
+        self._write_job(job_description)
+
+    def _write_job(self, job_description: JobDescription) -> None:
+        job_id = job_description.jobStoreID
+        if isinstance(job_id, TemporaryID) or not layout.is_job_id(job_id):
+            raise InvalidJobID(job_id)
+        self.backend.put_bytes(
+            layout.job_key(job_id), pickle.dumps(job_description, pickle.HIGHEST_PROTOCOL)
+        )
+
+    def job_exists(self, job_id: str) -> bool:
+        return layout.is_job_id(job_id) and self.backend.exists(layout.job_key(job_id))
+
+    def load_job(self, job_id: str) -> JobDescription:
+        try:
+            data = self.backend.get_bytes(self._job_key(job_id))
+        except NotFound:
+            raise NoSuchJobException(job_id) from None
+        return self._unpickle_job(data)
+
+    def load_job_bytes(self, job_id: str) -> bytes:
+        """The pickled description exactly as stored (for tools such as the FUSE view)."""
+        try:
+            return self.backend.get_bytes(self._job_key(job_id))
+        except NotFound:
+            raise NoSuchJobException(job_id) from None
+
+    def _unpickle_job(self, data: bytes) -> JobDescription:
+        job: JobDescription = pickle.loads(data)
+        job.assignConfig(self.config)
+        return job
+
+    def delete_job(self, job_id: str) -> None:
+        key = self._job_key(job_id)
+        # The description goes first: once it is gone the job is gone, even if we
+        # are killed before its files are; clean() then finds those files orphaned.
+        self.backend.delete(key)
+        self.backend.delete_prefix(layout.job_files_prefix(job_id))
+
+    def jobs(self) -> Iterator[JobDescription]:
+        def load(key: str) -> JobDescription | None:
+            try:
+                return self._unpickle_job(self.backend.get_bytes(key))
+            except NotFound:  # deleted while we were listing
+                return None
+
+        for job in self._map(load, self.backend.list(layout.JOBS)):
+            if job is not None:
+                yield job
+
+    def job_ids(self) -> Iterator[str]:
+        """Every job ID in the store, without loading any description."""
+        return map(layout.job_id_from_key, self.backend.list(layout.JOBS))
+
+    def _job_key(self, job_id: str) -> str:
+        if not layout.is_job_id(job_id):
+            raise InvalidJobID(job_id)
+        return layout.job_key(job_id)
+
+    # ================================================================ files
+
+    def _new_file_id(
+        self,
+        basename: str,
+        job_id: str | None,
+        cleanup: bool,
+        hints: list[str] | None,
+    ) -> str:
+        basename = layout.sanitize_basename(basename)
+        if job_id is not None and cleanup:
+            if not layout.is_job_id(job_id):
+                raise InvalidJobID(job_id)
+            return layout.new_file_id(basename, job_id)
+        hints_str = self.hints_to_string(hints)
+        if hints_str:
+            return self.claim_hinted_slot(hints_str, basename)
+        return layout.new_file_id(basename)
+
+    def _file_key(self, file_id: str) -> str:
+        try:
+            return layout.file_key(file_id)
+        except layout.InvalidName:
+            raise InvalidFileID(file_id) from None
+
+    def write_file(
+        self,
+        local_path: str,
+        job_id: str | None = None,
+        cleanup: bool = False,
+        hints: list[str] | None = None,
+    ) -> str:
+        executable = _is_executable(local_path)
+        file_id = self._new_file_id(os.path.basename(local_path), job_id, cleanup, hints)
+        self.backend.put_file(self._file_key(file_id), local_path, executable)
+        return file_id
+
+    @contextlib.contextmanager
+    def write_file_stream(
+        self,
+        job_id: str | None = None,
+        cleanup: bool = False,
+        hints: list[str] | None = None,
+        basename: str | None = None,
+        encoding: str | None = None,
+        errors: str | None = None,
+    ) -> Iterator[tuple[IO[Any], str]]:
+        file_id = self._new_file_id(basename or "stream", job_id, cleanup, hints)
+        with self.backend.writer(self._file_key(file_id)) as f, _text(f, encoding, errors) as t:
+            yield t, file_id
+
+    def get_empty_file_store_id(
+        self,
+        job_id: str | None = None,
+        cleanup: bool = False,
+        basename: str | None = None,
+        hints: list[str] | None = None,
+    ) -> str:
+        file_id = self._new_file_id(basename or "empty", job_id, cleanup, hints)
+        self.backend.put_bytes(self._file_key(file_id), b"")
+        return file_id
+
+    def update_file(self, file_id: str, local_path: str) -> None:
+        key = self._existing_file_key(file_id)
+        self.backend.put_file(key, local_path, _is_executable(local_path))
+
+    @contextlib.contextmanager
+    def update_file_stream(
+        self, file_id: str, encoding: str | None = None, errors: str | None = None
+    ) -> Iterator[IO[Any]]:
+        key = self._existing_file_key(file_id)
+        executable = self.backend.stat(key).executable
+        with self.backend.writer(key, executable) as f, _text(f, encoding, errors) as t:
+            yield t
+
+    def _existing_file_key(self, file_id: str) -> str:
+        key = self._file_key(file_id)
+        if not self.backend.exists(key):
+            raise NoSuchFileException(file_id)
+        return key
+
+    def read_file(self, file_id: str, local_path: str, symlink: bool = False) -> None:
+        key = self._file_key(file_id)
+        store_path = self.backend.local_path(key)
+        if store_path is not None and os.path.lexists(local_path):
+            if os.path.islink(local_path) and not symlink:
+                os.unlink(local_path)
+            elif os.path.exists(store_path) and os.path.samefile(store_path, local_path):
+                return  # already that very file
+        if symlink and store_path is not None and self._config_flag("symlink_job_store_reads"):
+            if not os.path.isfile(store_path):
+                raise NoSuchFileException(file_id)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(local_path)
+            os.symlink(store_path, local_path)
+            return
+        try:
+            self.backend.get_file(key, local_path)
+        except NotFound:
+            raise NoSuchFileException(file_id) from None
+
+    @contextlib.contextmanager
+    def read_file_stream(
+        self, file_id: str, encoding: str | None = None, errors: str | None = None
+    ) -> Iterator[IO[Any]]:
+        try:
+            with self.backend.reader(self._file_key(file_id)) as f:
+                if encoding is None:
+                    yield f
+                else:
+                    yield io.TextIOWrapper(f, encoding=encoding, errors=errors)
+        except NotFound:
+            raise NoSuchFileException(file_id) from None
+
+    def delete_file(self, file_id: str) -> None:
+        key = self._file_key(file_id)
+        if layout.is_hinted(file_id):
+            # Never hand this hinted ID out again: Toil may replay a journalled delete.
+            self.tombstone(file_id)
+            self.backend.delete(key)
+            self._hint_tree_delete(file_id)
+        else:
+            self.backend.delete(key)
+        prune = getattr(self.backend, "prune_empty_parents", None)
+        if prune is not None:
+            prune(key, layout.FILES)
+
+    def file_exists(self, file_id: str) -> bool:
+        try:
+            return self.backend.exists(layout.file_key(file_id))
+        except layout.InvalidName:
+            return False
+
+    def get_file_size(self, file_id: str) -> int:
+        try:
+            return self.backend.stat(layout.file_key(file_id)).size
+        except (NotFound, layout.InvalidName):
+            return 0
+
+    def file_is_executable(self, file_id: str) -> bool:
+        try:
+            return self.backend.stat(self._file_key(file_id)).executable
+        except NotFound:
+            raise NoSuchFileException(file_id) from None
+
+    def get_public_url(self, file_name: str) -> str:
+        try:
+            return self.backend.url(self._file_key(file_name))
+        except NotFound:
+            raise NoSuchFileException(file_name) from None
+
+    # ======================================================== import/export
+
+    def _import_file(
+        self,
+        otherCls: type[URLAccess],
+        uri: ParseResult,
+        shared_file_name: str | None = None,
+        hardlink: bool = False,
+        symlink: bool = True,
+    ) -> FileID | None:
+        if uri.scheme not in ("file", ""):
+            return super()._import_file(otherCls, uri, shared_file_name, hardlink, symlink)
+        path = unquote(uri.path)
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"{uri.geturl()} is a directory, not a file")
+        st = os.stat(path)  # FileNotFoundError, as Toil documents
+        executable = bool(st.st_mode & stat.S_IXUSR)
+        if shared_file_name is None:
+            file_id = self._new_file_id(os.path.basename(path), None, False, None)
+            key = self._file_key(file_id)
+        else:
+            key = self._shared_key(shared_file_name)
+        linked = (
+            symlink
+            and not hardlink
+            and self._config_flag("symlinkImports")
+            and path != "/dev/null"
+            and self.backend.put_symlink(key, path)
+        )
+        if not linked:
+            self.backend.put_file(key, path, executable)
+        if shared_file_name is not None:
+            return None
+        return FileID(file_id, st.st_size, executable)
+
+    def _export_file(
+        self, otherCls: type[URLAccess], jobStoreFileID: FileID, url: ParseResult
+    ) -> None:
+        if url.scheme not in ("file", ""):
+            executable = self.file_is_executable(jobStoreFileID)
+            with self.read_file_stream(jobStoreFileID) as readable:
+                otherCls._write_to_url(readable, url, executable)
+            return
+        dest = unquote(url.path)
+        os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+        try:
+            self.backend.get_file(self._file_key(jobStoreFileID), dest)
+        except NotFound:
+            raise NoSuchFileException(jobStoreFileID) from None
+
+    # ========================================================= shared files
+
+    def _shared_key(self, name: str) -> str:
+        try:
+            return layout.shared_key(name)
+        except layout.InvalidName as e:
+            raise ValueError(str(e)) from None
+
+    @contextlib.contextmanager
+    def write_shared_file_stream(
+        self,
+        shared_file_name: str,
+        encrypted: bool | None = None,
+        encoding: str | None = None,
+        errors: str | None = None,
+    ) -> Iterator[IO[Any]]:
+        key = self._shared_key(shared_file_name)
+        with self.backend.writer(key) as f, _text(f, encoding, errors) as t:
+            yield t
+
+    @contextlib.contextmanager
+    def read_shared_file_stream(
+        self,
+        shared_file_name: str,
+        encoding: str | None = None,
+        errors: str | None = None,
+    ) -> Iterator[IO[Any]]:
+        try:
+            with self.backend.reader(self._shared_key(shared_file_name)) as f:
+                if encoding is None:
+                    yield f
+                else:
+                    yield io.TextIOWrapper(f, encoding=encoding, errors=errors)
+        except NotFound:
+            raise NoSuchFileException(shared_file_name) from None
+
+    def get_shared_public_url(self, shared_file_name: str) -> str:
+        try:
+            return self.backend.url(self._shared_key(shared_file_name))
+        except NotFound:
+            raise NoSuchFileException(shared_file_name) from None
+
+    def shared_file_names(self) -> Iterator[str]:
+        return (k[len(layout.SHARED) :] for k in self.backend.list(layout.SHARED))
+
+    # ================================================================= logs
+
+    def write_logs(self, msg: str | bytes) -> None:
+        data = msg.encode("utf-8") if isinstance(msg, str) else msg
+        # The key is minted right before the write so that write order is key order.
+        self.backend.put_bytes(layout.new_log_key(), data)
+
+    def read_logs(self, callback: Callable[..., Any], read_all: bool = False) -> int:
+        """Hand each unread message to ``callback`` once, in write order.
+
+        Messages are never moved or rewritten: a cursor object records what
+        was read. Messages newer than the grace window are remembered by name
+        too, so one whose writer minted its key a little before a faster
+        writer's is still read exactly once. Assumes one reader (the leader).
+        """
+        mark, seen = self._load_log_cursor()
+        start_after = None if read_all or mark is None else mark
+        now = time.time_ns()
+        count = 0
+        read: list[str] = []
+        for key in self.backend.list(layout.LOGS, start_after=start_after):
+            if not read_all and key in seen:
+                continue
+            try:
+                data = self.backend.get_bytes(key)
+            except NotFound:
+                continue
+            callback(io.BytesIO(data))
+            count += 1
+            read.append(key)
+        new_mark = layout.log_key_floor(now - LOG_GRACE_NS)
+        if mark is not None and mark > new_mark:
+            new_mark = mark
+        new_seen = {k for k in (*seen, *read) if k > new_mark}
+        if new_mark != mark or new_seen != seen:
+            cursor = {"mark": new_mark, "seen": sorted(new_seen)}
+            self.backend.put_bytes(layout.LOG_CURSOR, json.dumps(cursor).encode())
+        return count
+
+    def _load_log_cursor(self) -> tuple[str | None, set[str]]:
+        try:
+            cursor = json.loads(self.backend.get_bytes(layout.LOG_CURSOR))
+        except NotFound:
+            return None, set()
+        return cursor["mark"], set(cursor["seen"])
+
+    def log_keys(self) -> Iterator[str]:
+        """Every stored log message's key, read or not, in write order."""
+        return self.backend.list(layout.LOGS)
+
+    # ========================================================== hint tree
+
+    def _hint_tree_put_if_absent(self, path: str) -> bool:
+        return self.backend.put_if_absent(layout.HINTS + layout.check_path(path, "hint path"))
+
+    def _hint_tree_exists(self, path: str) -> bool:
+        return self.backend.exists(layout.HINTS + layout.check_path(path, "hint path"))
+
+    def _hint_tree_delete(self, path: str) -> None:
+        self.backend.delete(layout.HINTS + layout.check_path(path, "hint path"))
+
+    # ============================================================= helpers
+
+    def _map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+        """``map`` that runs up to ``backend.concurrency`` calls at once, in order, lazily."""
+        workers = self.backend.concurrency
+        if workers <= 1:
+            yield from map(fn, items)
+            return
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jobstore") as pool:
+            pending: deque[Future[R]] = deque()
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+
+
+def _is_executable(path: str) -> bool:
+    return bool(os.stat(path).st_mode & stat.S_IXUSR)
+
+
+@contextlib.contextmanager
+def _text(f: IO[bytes], encoding: str | None, errors: str | None) -> Iterator[IO[Any]]:
+    """Wrap a binary stream for text when asked, flushing into it without closing it."""
+    if encoding is None:
+        yield f
+        return
+    wrapper = io.TextIOWrapper(f, encoding=encoding, errors=errors)
+    yield wrapper
+    wrapper.flush()
+    wrapper.detach()

@@ -1,0 +1,1 @@
+"""The FUSE view of a job store and the ``jobstore`` command."""
