@@ -20,7 +20,10 @@ import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from toil.common import Config
 
 
 class BackendError(Exception):
@@ -83,6 +86,12 @@ class Backend(ABC):
     def env(self) -> dict[str, str]:
         """Environment variables a worker on another machine needs to reach this backend."""
         return {}
+
+    def configure(self, config: Config) -> None:  # noqa: B027 - optional hook
+        """Take note of the store's Toil config once it is known (after initialize/resume).
+
+        For settings that change how objects are stored, such as an encryption key.
+        """
 
     # --------------------------------------------------------------- writes
 

@@ -95,6 +95,9 @@ class JobStore(AbstractJobStore, HintedJobStore):
             self.backend.initialize()
         except StoreExists as e:
             raise JobStoreExistsException(self.locator, self._parsed.scheme) from e
+        # Before the config is written: backends store config.pickle as it is (in
+        # the clear) so that resume() can read it, and apply settings to the rest.
+        self.backend.configure(config)
         super().initialize(config)
 
     def resume(self) -> None:
@@ -102,6 +105,7 @@ class JobStore(AbstractJobStore, HintedJobStore):
             super().resume()
         except NoSuchFileException:
             raise NoSuchJobStoreException(self.locator, self._parsed.scheme) from None
+        self.backend.configure(self.config)
         cleanup = getattr(self.backend, "remove_stale_temporaries", None)
         if cleanup is not None:
             cleanup()

@@ -38,3 +38,24 @@ class TestLocalJobStore(toil_suite.AbstractJobStoreTest.Test):
     _hashTestFile = toil_suite.FileJobStoreTest._hashTestFile
     _createExternalStore = toil_suite.FileJobStoreTest._createExternalStore
     _cleanUpExternalStore = toil_suite.FileJobStoreTest._cleanUpExternalStore
+
+
+@pytest.mark.usefixtures("moto_endpoint")
+class TestS3JobStore(toil_suite.AbstractJobStoreTest.Test):
+    """Every behaviour Toil checks of a job store, on ``s3:`` against moto over HTTP."""
+
+    def _createJobStore(self) -> JobStore:
+        # A prefix of one shared bucket per test: stores under prefixes must stay apart.
+        return JobStore(f"s3:jobstore-toil-suite/{self.namePrefix}")
+
+    def _corruptJobStore(self) -> None:
+        # Lose the jobs and shared files but leave the rest: destroy() must cope.
+        backend = self.jobstore_initialized.backend
+        for part in ("jobs/", "shared/"):
+            backend.delete_prefix(part)
+
+    # Import/export against plain local files, as for local:.
+    _prepareTestFile = toil_suite.FileJobStoreTest._prepareTestFile
+    _hashTestFile = toil_suite.FileJobStoreTest._hashTestFile
+    _createExternalStore = toil_suite.FileJobStoreTest._createExternalStore
+    _cleanUpExternalStore = toil_suite.FileJobStoreTest._cleanUpExternalStore
