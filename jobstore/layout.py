@@ -48,6 +48,9 @@ _SHARED_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
 _SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 MAX_FILE_ID = 1024
 MAX_BASENAME_BYTES = 200
+#: No component we issue is longer (basenames are cut to 200 bytes); longer ones would
+#: fail on local file systems (NAME_MAX) with an error other than "no such file".
+MAX_COMPONENT_BYTES = 255
 
 
 class InvalidName(ValueError):
@@ -112,10 +115,18 @@ def new_file_id(basename: str, job_id: str | None = None) -> str:
 
 def check_path(path: object, what: str) -> str:
     """Check a '/'-separated relative path from outside; returns it unchanged."""
-    if not isinstance(path, str) or not path or len(path) > MAX_FILE_ID:
+    if (
+        not isinstance(path, str)
+        or not path
+        or len(path.encode("utf-8", "surrogatepass")) > MAX_FILE_ID  # S3 keys count bytes
+    ):
         raise InvalidName(f"not a valid {what}: {path!r}")
     for part in path.split("/"):
-        if part in ("", ".", "..") or "\x00" in part:
+        if (
+            part in ("", ".", "..")
+            or "\x00" in part
+            or len(part.encode("utf-8", "surrogatepass")) > MAX_COMPONENT_BYTES
+        ):
             raise InvalidName(f"not a valid {what}: {path!r}")
     return path
 

@@ -104,7 +104,7 @@ class LocalBackend(Backend):
                 if not os.path.exists(tmp_path):
                     raise
                 # A parent is missing (new directory, or removed by a concurrent cleanup).
-                os.makedirs(os.path.dirname(dest), mode=_DIR_MODE, exist_ok=True)
+                _makedirs(os.path.dirname(dest))
         os.replace(tmp_path, dest)
 
     def _tmp_file(self) -> tuple[int, str]:
@@ -153,7 +153,7 @@ class LocalBackend(Backend):
             except FileExistsError:
                 return False
             except FileNotFoundError:
-                os.makedirs(os.path.dirname(dest), mode=_DIR_MODE, exist_ok=True)
+                _makedirs(os.path.dirname(dest))
         raise OSError(errno.ENOENT, "could not create parent directory", dest)
 
     def put_symlink(self, key: str, target: str) -> bool:
@@ -164,7 +164,7 @@ class LocalBackend(Backend):
             return False
         dest = self._path(key)
         try:
-            os.makedirs(os.path.dirname(dest), mode=_DIR_MODE, exist_ok=True)
+            _makedirs(os.path.dirname(dest))
             os.replace(tmp_path, dest)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -232,7 +232,8 @@ class LocalBackend(Backend):
     # -------------------------------------------------------------- deletes
 
     def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        # A directory is no object: deleting "it" deletes nothing, as for a missing key.
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
             os.unlink(self._path(key))
 
     def delete_prefix(self, prefix: str) -> None:
@@ -291,6 +292,22 @@ class LocalBackend(Backend):
         except (FileNotFoundError, NotADirectoryError):
             return
         yield from (e for e in entries if prefix or e.name != TMP_DIR)
+
+
+def _makedirs(path: str) -> None:
+    """``os.makedirs(path, exist_ok=True)``, but every level it creates is private.
+
+    ``os.makedirs`` gives only the last level ``mode``; the parents it creates
+    get 0o777 minus the umask, readable by everyone under the usual umask.
+    """
+    try:
+        os.mkdir(path, _DIR_MODE)
+    except FileExistsError:
+        return
+    except FileNotFoundError:
+        _makedirs(os.path.dirname(path))
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, _DIR_MODE)
 
 
 def _info(st: os.stat_result) -> ObjectInfo:

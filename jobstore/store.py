@@ -294,11 +294,16 @@ class JobStore(AbstractJobStore, HintedJobStore):
     def read_file(self, file_id: str, local_path: str, symlink: bool = False) -> None:
         key = self._file_key(file_id)
         store_path = self.backend.local_path(key)
-        if store_path is not None and os.path.lexists(local_path):
-            if os.path.islink(local_path) and not symlink:
-                os.unlink(local_path)
-            elif os.path.exists(store_path) and os.path.samefile(store_path, local_path):
-                return  # already that very file
+        # A link at local_path is replaced (by get_file's rename) unless a link is wanted;
+        # it is never removed before we know the file exists.
+        if (
+            store_path is not None
+            and os.path.lexists(local_path)
+            and (symlink or not os.path.islink(local_path))
+            and os.path.exists(store_path)
+            and os.path.samefile(store_path, local_path)
+        ):
+            return  # already that very file
         if symlink and store_path is not None and self._config_flag("symlink_job_store_reads"):
             if not os.path.isfile(store_path):
                 raise NoSuchFileException(file_id)
@@ -327,6 +332,8 @@ class JobStore(AbstractJobStore, HintedJobStore):
     def delete_file(self, file_id: str) -> None:
         key = self._file_key(file_id)
         if layout.is_hinted(file_id):
+            if not (self._hint_tree_exists(file_id) or self.backend.exists(key)):
+                return  # never issued, or deleted (and tombstoned) before
             # Never hand this hinted ID out again: Toil may replay a journalled delete.
             self.tombstone(file_id)
             self.backend.delete(key)
@@ -405,9 +412,15 @@ class JobStore(AbstractJobStore, HintedJobStore):
                 otherCls._write_to_url(readable, url, executable)
             return
         dest = unquote(url.path)
-        os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+        key = self._file_key(jobStoreFileID)
+        directory = os.path.dirname(dest) or "."
+        if not os.path.isdir(directory):
+            # A failed export must not leave directories behind.
+            if not self.backend.exists(key):
+                raise NoSuchFileException(jobStoreFileID)
+            os.makedirs(directory, exist_ok=True)
         try:
-            self.backend.get_file(self._file_key(jobStoreFileID), dest)
+            self.backend.get_file(key, dest)
         except NotFound:
             raise NoSuchFileException(jobStoreFileID) from None
 
