@@ -244,7 +244,12 @@ class JobStore(AbstractJobStore, HintedJobStore):
     ) -> str:
         executable = _is_executable(local_path)
         file_id = self._new_file_id(os.path.basename(local_path), job_id, cleanup, hints)
-        self.backend.put_file(self._file_key(file_id), local_path, executable)
+        try:
+            self.backend.put_file(self._file_key(file_id), local_path, executable)
+        except BaseException:
+            if layout.is_hinted(file_id):
+                self._hint_tree_delete(file_id)  # never handed out: the name is free again
+            raise
         return file_id
 
     @contextlib.contextmanager
@@ -528,7 +533,11 @@ class JobStore(AbstractJobStore, HintedJobStore):
         return self.backend.exists(layout.HINTS + layout.check_path(path, "hint path"))
 
     def _hint_tree_delete(self, path: str) -> None:
-        self.backend.delete(layout.HINTS + layout.check_path(path, "hint path"))
+        key = layout.HINTS + layout.check_path(path, "hint path")
+        self.backend.delete(key)
+        prune = getattr(self.backend, "prune_empty_parents", None)
+        if prune is not None:
+            prune(key, layout.HINTS)
 
     # ============================================================= helpers
 
