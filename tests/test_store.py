@@ -163,7 +163,10 @@ def test_second_instance_sees_every_write_at_once(
 def test_concurrent_reader_sees_only_complete_contents(
     store: JobStore, other: JobStore, tmp_path: Path
 ) -> None:
-    """A reader racing a writer of alternating contents of different sizes sees one or the other."""
+    """A reader racing a writer of alternating contents of different sizes sees one or the other.
+
+    Files (whole-file and stream updates), shared files and job descriptions alike.
+    """
     small = b"s" * 1000
     large = b"L" * 300_000
     contents = (small, large)
@@ -171,6 +174,9 @@ def test_concurrent_reader_sees_only_complete_contents(
     file_id = store.write_file(sources[0])
     with store.write_shared_file_stream("racing") as f:
         f.write(small)
+    job = new_job(store)
+    job.unitName = small.decode()
+    store.update_job(job)
 
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -187,6 +193,8 @@ def test_concurrent_reader_sees_only_complete_contents(
                         f.write(contents[i % 2])
                 with store.write_shared_file_stream("racing") as f:
                     f.write(contents[i % 2])
+                job.unitName = contents[i % 2].decode()
+                store.update_job(job)
         except BaseException as e:
             errors.append(e)
 
@@ -201,7 +209,8 @@ def test_concurrent_reader_sees_only_complete_contents(
             other.read_file(file_id, str(target))
             seen.append(target.read_bytes())
             seen.append(read_shared(other, "racing"))
-            if len(seen) >= 60 and small in seen and large in seen:
+            seen.append(other.load_job(job.jobStoreID).unitName.encode())
+            if len(seen) >= 80 and small in seen and large in seen:
                 break
     finally:
         stop.set()
@@ -341,6 +350,66 @@ def test_bad_shared_file_names_are_rejected_and_change_nothing(
         "import_file": lambda name: store.import_file(source, shared_file_name=name),
     }
     check_all_rejected(store, BAD_SHARED_NAMES, operations, (ValueError,), "shared file name")
+
+
+def test_failed_writes_leave_nothing(store: JobStore, tmp_path: Path) -> None:
+    """A write whose source cannot be read stores nothing, claims no hinted name."""
+    job = new_job(store)
+    # (Hinted, so that the top-level hints/ directory exists before, as in any real store.)
+    real = store.write_file(local_file(tmp_path, b"kept"), hints=["earlier"])
+    missing = str(tmp_path / "no-such-file")
+    directory = str(tmp_path)
+    for source in (missing, directory):
+        for kwargs in ({}, {"hints": ["wf", "task"]}, {"job_id": job.jobStoreID, "cleanup": True}):
+            assert_rejected(store, partial(store.write_file, source, **kwargs), (OSError,),
+                            f"write_file({source!r}, {kwargs})")
+        assert_rejected(store, partial(store.update_file, real, source), (OSError,),
+                        f"update_file({source!r})")
+        assert_rejected(store, partial(store.import_file, Path(source).as_uri()), (OSError,),
+                        f"import_file({source!r})")
+    assert read(store, real) == b"kept"
+
+    # A stream whose writer fails stores no file (its ID was handed out, so it stays claimed).
+    before = set(store.backend.list(layout.FILES))
+    with pytest.raises(RuntimeError), store.write_file_stream(hints=["wf"]) as (f, file_id):
+        f.write(b"half")
+        raise RuntimeError("writer dies half-way")
+    assert not store.file_exists(file_id)
+    assert set(store.backend.list(layout.FILES)) == before
+
+
+def test_concurrent_hinted_writes_get_distinct_ids(store: JobStore, other: JobStore) -> None:
+    """Writers in two processes asking for the same hints and basename never share an ID."""
+    ids: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(8)
+
+    def write(s: JobStore, n: int) -> None:
+        barrier.wait()
+        for _ in range(3):
+            with s.write_file_stream(hints=["wf", "task"], basename="out.txt") as (f, file_id):
+                f.write(f"writer {n}".encode())
+            with lock:
+                ids.append(file_id)
+
+    threads = [threading.Thread(target=write, args=(s, n))
+               for n, s in enumerate([store, other] * 4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(ids) == 24
+    assert len(set(ids)) == 24, sorted(ids)
+
+
+def test_hostile_job_names_give_valid_ids(store: JobStore) -> None:
+    for name in ["../../etc/x", "a/b", "\x00", "", ".", "..", "ünï 🙂", "n" * 500, "-x", ".hidden"]:
+        job = JobDescription(requirements=REQUIREMENTS, jobName=name)
+        store.assign_job_id(job)
+        assert layout.is_job_id(job.jobStoreID), job.jobStoreID
+        store.create_job(job)
+        assert store.load_job(job.jobStoreID).jobName == name
+    assert all(k.startswith(layout.JOBS) or k == layout.CONFIG for k in store.backend.list(""))
 
 
 WEIRD_BASENAMES = [
