@@ -501,6 +501,7 @@ def test_missing_job_and_file_fail_at_once(store: JobStore, tmp_path: Path) -> N
         ("read_file", lambda: store.read_file(missing_file, target), NoSuchFileException),
         ("read_file_stream", lambda: read(store, missing_file), NoSuchFileException),
         ("update_file_stream", lambda: _update_stream(store, missing_file), NoSuchFileException),
+        ("read_shared_file_stream", lambda: read_shared(store, "missing"), NoSuchFileException),
     ]:
         took = _median_failure_seconds(call, error)
         assert took < FAST_FAILURE_SECONDS, f"{what} of a missing object took {took * 1e3:.1f} ms"
@@ -615,6 +616,13 @@ def test_logs_are_read_once_in_write_order_across_instances(
     everything = [*written, "bytes message", "last \N{SNOWMAN}"]
     assert drain(other, read_all=True) == everything
     assert drain(store, read_all=True) == everything
+    assert drain(store) == []
+
+    # A slow writer: its key was minted (its clock read) before the last message read,
+    # but the message appears only now. It is still read, exactly once.
+    late = layout.new_log_key(time.time_ns() - 5 * 10**9)
+    store.backend.put_bytes(late, b"slow writer")
+    assert drain(other) == ["slow writer"]
     assert drain(store) == []
 
 
