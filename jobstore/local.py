@@ -76,12 +76,21 @@ class LocalBackend(Backend):
                 time.sleep(0.1 * (attempt + 1))
 
     def remove_stale_temporaries(self, older_than: float = STALE_TMP_SECONDS) -> None:
-        """Delete temporary files that writers killed long ago left behind."""
+        """Delete what writers and deleters killed long ago left behind.
+
+        Files are half-written objects; directories are subtrees that
+        ``delete_prefix`` had moved aside but not yet removed. A directory keeps
+        the mtime it had before the move, so it can look stale at once.
+        """
         cutoff = time.time() - older_than
         with contextlib.suppress(FileNotFoundError), os.scandir(self._tmp) as entries:
             for entry in entries:
                 with contextlib.suppress(FileNotFoundError):
-                    if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path, ignore_errors=True)
+                    else:
                         os.unlink(entry.path)
 
     # ---------------------------------------------------------------- paths

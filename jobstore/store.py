@@ -205,6 +205,31 @@ class JobStore(AbstractJobStore, HintedJobStore):
         """Every job ID in the store, without loading any description."""
         return map(layout.job_id_from_key, self.backend.list(layout.JOBS))
 
+    def clean(
+        self, jobCache: dict[str | TemporaryID, JobDescription] | None = None
+    ) -> JobDescription:
+        root = super().clean(jobCache)
+        self._delete_orphaned_job_files()
+        return root
+
+    def _delete_orphaned_job_files(self) -> None:
+        """Delete files kept for cleanup with a job that does not exist.
+
+        A worker writes a new job's body before the job's description, and
+        ``delete_job`` removes the description before the files: a process
+        killed in between leaves files that no job will ever delete. ``clean``
+        runs on restart, when no process of the old run writes any more.
+        """
+        live = set(self.job_ids())
+        base = f"{layout.FILES}{layout.JOB_FILES}/"
+        orphans: set[str] = set()
+        for key in self.backend.list(base):
+            shard, job_id = key[len(base) :].split("/", 2)[:2]
+            if job_id not in live:
+                orphans.add(f"{base}{shard}/{job_id}/")
+        for prefix in sorted(orphans):
+            self.backend.delete_prefix(prefix)
+
     def _job_key(self, job_id: str) -> str:
         if not layout.is_job_id(job_id):
             raise InvalidJobID(job_id)
