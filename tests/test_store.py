@@ -713,6 +713,12 @@ def test_local_file_imports_link_only_when_configured(local_locator: str, tmp_pa
         source.write_bytes(b"changed after import")
         assert read(store, file_id) == (b"changed after import" if symlink_imports else b"original")
         assert read(store, copied) == b"original"
+        # Updating a linked import replaces the link: the user's file is never written.
+        with store.update_file_stream(file_id) as f:
+            f.write(b"updated in the store")
+        store.update_file(copied, local_file(tmp_path, b"updated copy"))
+        assert read(store, file_id) == b"updated in the store"
+        assert source.read_bytes() == b"changed after import"
         store.destroy()
         assert source.read_bytes() == b"changed after import"  # destroy never follows links
 

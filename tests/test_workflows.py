@@ -66,12 +66,15 @@ def prepare(workdir: Path) -> None:
 
 
 def test_failed_run_restart_status_clean(store_locator: str, tmp_path: Path) -> None:
-    """The whole life of a workflow: fail, inspect, restart to success, inspect, clean."""
+    """The whole life of a workflow: fail, inspect, restart to success, inspect, clean.
+
+    Also Toil's tools on our store: status, debug-job, stats, clean.
+    """
     workdir = tmp_path / "work"
     prepare(workdir)
 
     # 1. The gate is closed: 'gated' fails on both tries, 'flaky' fails once and then succeeds.
-    first = pipeline(store_locator, workdir, check=False)
+    first = pipeline(store_locator, workdir, "--stats", check=False)
     assert first.returncode != 0, first.stderr
     output = first.stdout + first.stderr
     assert "FailedJobsException" in output
@@ -84,10 +87,13 @@ def test_failed_run_restart_status_clean(store_locator: str, tmp_path: Path) -> 
     assert status.returncode == 1, status.stdout + status.stderr
     assert "1 completely failed jobs" in status.stdout
     assert "gated" in status.stdout + status.stderr
+    # debug-job finds the failed job by name in the store and runs it again, here.
+    debug = toil_cli("debug-job", store_locator, "gated", cwd=workdir, check=False)
+    assert "gate is closed: this job fails on purpose" in debug.stdout + debug.stderr
 
     # 2. Open the gate and finish the same workflow.
     (workdir / "gate").write_text("gate opened before the restart")
-    second = pipeline(store_locator, workdir, "--restart", "--clean=never")
+    second = pipeline(store_locator, workdir, "--restart", "--clean=never", "--stats")
     result = json.loads((workdir / "result.json").read_text())
     assert result["text"] == "written by a child job"  # a global file, across jobs
     assert result["length"] == len("written by a child job")  # an indexed promise
@@ -111,6 +117,12 @@ def test_failed_run_restart_status_clean(store_locator: str, tmp_path: Path) -> 
 
     done = toil_cli("status", "--failIfNotComplete", store_locator, cwd=workdir)
     assert "0 completely failed jobs" in done.stdout
+    # toil stats re-reads every stats message of both runs (read_logs(read_all=True)).
+    stats = json.loads(toil_cli("stats", "--raw", store_locator, cwd=workdir).stdout)
+    runs = {name.rsplit(".", 1)[-1]: int(t["total_number"])
+            for name, t in stats["job_types"].items()}
+    # gated: two tries in the failed run, one under debug-job, one after the restart.
+    assert runs == {"root": 1, "produce": 1, "flaky": 2, "gated": 4, "combine": 1}
 
     # 3. toil clean removes the store: the API no longer finds it.
     toil_cli("clean", store_locator, cwd=workdir)
