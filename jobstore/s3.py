@@ -9,6 +9,16 @@ object (``<prefix><key>``), so reading, sizing, checking or deleting one object
 is exactly one request and never a LIST; small writes, streamed or not, are
 one PutObject; deletes of many objects go 1,000 to a DeleteObjects request.
 
+Deleting a job costs two requests, not one, even when it has no files: its
+DELETE, and a LIST of the prefix of the files written with ``cleanup=True``,
+sent side by side (so the wait is one round trip), with the files deleted
+only after the description. Only a request can tell whether another process
+(a worker) wrote files for the job: a marker it leaves would have to be read,
+and a flag carried in the description's metadata can be stale in the deleting
+process (a worker that wrote files and died before updating the job), which
+would leak those files. Putting the files under the description's key would
+make every ``jobs()`` listing walk every job's files.
+
 Atomicity comes from S3 itself: a PutObject or a completed multipart upload
 replaces an object at once, and an aborted multipart upload leaves nothing.
 
@@ -30,6 +40,8 @@ import hashlib
 import io
 import logging
 import os
+import shutil
+import stat
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
@@ -314,6 +326,17 @@ class S3Backend(Backend):
             )
 
     def put_file(self, key: str, path: str, executable: bool = False) -> None:
+        """One PutObject for a small file; boto3's concurrent multipart upload for a large one."""
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):  # a pipe or device: its size says nothing
+                with self.writer(key, executable) as out:
+                    shutil.copyfileobj(f, out, MiB)
+                return
+            if st.st_size < self.part_size:
+                # What the transfer manager would send, without its hand-offs between threads.
+                self.put_bytes(key, f.read(), executable)
+                return
         extra = {"Metadata": self._metadata(key, executable), **self._sse(key)}
         with self._errors("PUT", key):
             self.transfer.upload(path, self.bucket, self.prefix + key, extra_args=extra).result()

@@ -185,10 +185,19 @@ class JobStore(AbstractJobStore, HintedJobStore):
 
     def delete_job(self, job_id: str) -> None:
         key = self._job_key(job_id)
+        files = layout.job_files_prefix(job_id)
         # The description goes first: once it is gone the job is gone, even if we
         # are killed before its files are; clean() then finds those files orphaned.
-        self.backend.delete(key)
-        self.backend.delete_prefix(layout.job_files_prefix(job_id))
+        if self.backend.concurrency <= 1:
+            self.backend.delete(key)
+            self.backend.delete_prefix(files)
+            return
+        # Remote storage: the files are listed while the description is deleted (one
+        # round trip instead of two), and deleted only once the description is gone.
+        with ThreadPoolExecutor(1, thread_name_prefix="jobstore") as pool:
+            listing = pool.submit(lambda: list(self.backend.list(files)))
+            self.backend.delete(key)
+            self.backend.delete_many(listing.result())
 
     def jobs(self) -> Iterator[JobDescription]:
         def load(key: str) -> JobDescription | None:
