@@ -1,0 +1,174 @@
+"""Opening a store, mounting it and serving the mount until it is unmounted.
+
+The steps are separate so that ``jobstore mount`` can report the first one
+that fails as a one-line error and leave no mount behind, and can tell its
+caller that the mount is ready between mounting and serving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import logging
+import os
+import signal
+import tempfile
+from typing import TYPE_CHECKING
+
+import pyfuse3
+import trio
+
+from mount import FSTYPE, daemon_lock_path, mount_device
+
+if TYPE_CHECKING:
+    from jobstore.store import JobStore
+    from mount.fs import JobStoreFS
+
+logger = logging.getLogger(__name__)
+
+#: Read-ahead for the mount, so that big sequential reads take few round trips.
+READ_AHEAD_KB = 1024
+#: Signals that unmount cleanly (SIGHUP: the terminal of a foreground mount went away).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class MountError(Exception):
+    """Why a store cannot be mounted, in one line for the user."""
+
+
+def open_store(locator: str) -> JobStore:
+    """A resumed store for ``locator``, or a :class:`MountError` saying why there is none."""
+    from toil.jobStores.abstractJobStore import NoSuchJobStoreException
+
+    from jobstore.locator import InvalidLocator
+    from jobstore.store import JobStore
+
+    try:
+        store = JobStore(locator)
+    except InvalidLocator as e:
+        raise MountError(str(e)) from None
+    try:
+        store.resume()
+    except NoSuchJobStoreException:
+        raise MountError(f"no job store at {store.locator}") from None
+    except Exception as e:
+        logger.debug("resuming %s failed", locator, exc_info=True)
+        raise MountError(f"cannot open {store.locator}: {_one_line(e)}") from None
+    return store
+
+
+def fuse_options(locator: str, allow_other: bool = False, allow_root: bool = False,
+                 debug: bool = False) -> set[str]:
+    options = set(pyfuse3.default_options)  # default_permissions: the kernel checks modes
+    # libfuse splits options at commas; a backslash keeps one in the name.
+    fsname = locator.replace("\\", "\\\\").replace(",", "\\,")
+    options |= {f"fsname={fsname}", f"subtype={FSTYPE.removeprefix('fuse.')}", "noatime"}
+    if allow_other:
+        options.add("allow_other")
+    if allow_root:
+        options.add("allow_root")
+    if debug:
+        options.add("debug")
+    return options
+
+
+def check_mountpoint(mountpoint: str) -> None:
+    if not os.path.isdir(mountpoint):
+        what = "is not a directory" if os.path.exists(mountpoint) else "does not exist"
+        raise MountError(f"mountpoint {mountpoint} {what}")
+
+
+def hold_daemon_lock(mountpoint: str) -> int:
+    """Take the lock that tells ``jobstore umount`` this daemon lives; held until exit."""
+    path = daemon_lock_path(mountpoint)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise MountError(f"another jobstore daemon serves {mountpoint}") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def release_daemon_lock(mountpoint: str, fd: int) -> None:
+    """Remove the lock file on the way out; the lock itself goes with the process."""
+    with contextlib.suppress(OSError):
+        os.unlink(daemon_lock_path(mountpoint))
+    os.close(fd)
+
+
+def mount(fs: JobStoreFS, mountpoint: str, options: set[str]) -> None:
+    """Mount ``fs``; the kernel queues requests until :func:`serve` answers them."""
+    # libfuse says why a mount failed on stderr only: catch that for the one-line error.
+    with tempfile.TemporaryFile() as err:
+        saved = os.dup(2)
+        os.dup2(err.fileno(), 2)
+        try:
+            pyfuse3.init(fs, mountpoint, options)
+            failure = None
+        except RuntimeError as e:
+            failure = e
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        err.seek(0)
+        said = err.read().decode(errors="replace").strip()
+    if failure is not None:
+        reason = said.splitlines()[-1] if said else failure
+        raise MountError(f"cannot mount at {mountpoint}: {reason}")
+    if said:
+        logger.debug("libfuse: %s", said)
+
+
+def _raise_read_ahead(mountpoint: str) -> None:
+    """Let the kernel read ahead in 1 MiB requests instead of 128 KiB (root only).
+
+    A sequential read of a big file through the page cache is bound by round
+    trips to this daemon; fewer, bigger requests make it several times faster.
+    The kernel sets read-ahead when the session starts: this runs after that.
+    """
+    try:
+        os.stat(mountpoint)  # answered only once the session has started
+        with open(f"/sys/class/bdi/{mount_device(mountpoint)}/read_ahead_kb", "w") as f:
+            f.write(str(READ_AHEAD_KB))
+    except OSError as e:
+        logger.debug("keeping the kernel's read-ahead: %s", e)
+
+
+def serve(mountpoint: str) -> None:
+    """Answer requests until the mount is unmounted or a stop signal arrives, then unmount."""
+    try:
+        trio.run(_serve, mountpoint)
+    finally:
+        # Unmounts when a signal (or an error) ended the loop; a no-op after `umount`.
+        pyfuse3.close(unmount=True)
+    logger.info("unmounted")
+
+
+async def _serve(mountpoint: str) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_stop_on_signal)
+        # Abandoned if the mount stops first: the stat would wait for an answer forever.
+        nursery.start_soon(
+            functools.partial(trio.to_thread.run_sync, abandon_on_cancel=True),
+            _raise_read_ahead,
+            mountpoint,
+        )
+        await pyfuse3.main()
+        nursery.cancel_scope.cancel()
+
+
+async def _stop_on_signal() -> None:
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        async for signum in signals:
+            logger.info("%s: unmounting", signal.Signals(signum).name)
+            pyfuse3.terminate()
+            return
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,457 @@
+"""The pyfuse3 file system: inodes, handles, threads and errno over :mod:`mount.view`.
+
+* Inodes name paths of the view. The kernel's lookup count decides an inode's
+  life: ``lookup`` and each accepted ``readdir`` entry add one, ``forget``
+  takes them away, and an inode the kernel forgot is dropped, so the table
+  holds what the kernel holds and no more.
+* Every store call blocks, so it runs in a worker thread under a
+  :class:`trio.CapacityLimiter`; the trio loop only moves requests around.
+* One error boundary (:func:`_boundary`) wraps every handler: the view's
+  refusals and Toil's "no such" exceptions become their errno, anything
+  unexpected is logged with its traceback and answered ``EIO``, and nothing a
+  request does can end the daemon.
+* Extended attributes are not supported (getxattr answers ENOSYS, which the
+  kernel remembers): ``ls -l`` asks for ACLs of every entry otherwise.
+* Liveness: entries and attributes are cached by the kernel for ``timeout``
+  seconds (about one by default), never negatively. Content that can change
+  in place (descriptions, shared files, the kill flag) is served with direct
+  I/O, and a file whose size or time changed since the kernel last saw its
+  attributes is too, so ``cat`` always shows what the store holds now.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import pyfuse3
+import trio
+from toil.jobStores.abstractJobStore import NoSuchFileException, NoSuchJobException
+
+from jobstore import layout
+from jobstore.backend import NotFound
+from mount import view as v
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+FS = TypeVar("FS", bound="JobStoreFS")
+
+#: Entries fetched per worker-thread call while listing a directory.
+READDIR_BATCH = 64
+#: A read size hint for ``cat`` and friends: large requests cost fewer round trips.
+BLKSIZE = 1 << 20
+
+_ERRNO: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int], ...] = (
+    ((v.NoEntry, NotFound, NoSuchJobException, NoSuchFileException, layout.InvalidName),
+     errno.ENOENT),
+    (v.NotADir, errno.ENOTDIR),
+    (v.IsADir, errno.EISDIR),
+    (v.ReadOnly, errno.EROFS),
+    (v.BadKillWord, errno.EINVAL),
+)
+
+
+def errno_for(exc: BaseException) -> int | None:
+    """The errno that answers a domain error, or None for an unexpected one."""
+    for types, number in _ERRNO:
+        if isinstance(exc, types):
+            return number
+    return None
+
+
+def _boundary(
+    handler: Callable[Concatenate[FS, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[FS, P], Coroutine[Any, Any, T]]:
+    """Answer every exception of a handler with an errno; log the unexpected ones."""
+
+    @functools.wraps(handler)
+    async def guarded(self: FS, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await handler(self, *args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except Exception as e:
+            number = errno_for(e)
+            if number is None:
+                logger.exception("%s%r failed; answering EIO", handler.__name__, args)
+                number = errno.EIO
+            raise pyfuse3.FUSEError(number) from None
+
+    return guarded
+
+
+# ================================================================ inodes
+
+
+class Node:
+    """One inode: a path of the view and how many times the kernel looked it up."""
+
+    __slots__ = ("cached", "ino", "lookups", "mtime_ns", "path", "size")
+
+    def __init__(self, ino: int, path: v.Path) -> None:
+        self.ino = ino
+        self.path = path
+        self.lookups = 0
+        # The size and time the kernel was last told (it caches them).
+        self.size = -1
+        self.mtime_ns = -1
+        # The (size, mtime) of the content whose pages the kernel may have cached.
+        self.cached: tuple[int, int] | None = None
+
+
+class InodeTable:
+    """Inodes by number and by path; numbers are never reused within a mount."""
+
+    def __init__(self) -> None:
+        root = Node(pyfuse3.ROOT_INODE, ())
+        self._by_ino: dict[int, Node] = {root.ino: root}
+        self._by_path: dict[v.Path, Node] = {(): root}
+        self._next = pyfuse3.ROOT_INODE + 1
+
+    def __len__(self) -> int:
+        return len(self._by_ino)
+
+    def node(self, ino: int) -> Node:
+        try:
+            return self._by_ino[ino]
+        except KeyError:
+            raise v.NoEntry(f"inode {ino}") from None
+
+    def at(self, path: v.Path) -> Node:
+        """The inode for ``path``, made if the kernel knows none (callers then add a lookup)."""
+        node = self._by_path.get(path)
+        if node is None:
+            node = Node(self._next, path)
+            self._next += 1
+            self._by_ino[node.ino] = node
+            self._by_path[path] = node
+        return node
+
+    def forget(self, ino: int, count: int) -> None:
+        node = self._by_ino.get(ino)
+        if node is None:
+            return
+        node.lookups -= count
+        self.drop_if_unused(node)
+
+    def drop_if_unused(self, node: Node) -> None:
+        if node.lookups <= 0 and node.ino != pyfuse3.ROOT_INODE:
+            del self._by_ino[node.ino]
+            del self._by_path[node.path]
+
+
+# =============================================================== handles
+
+
+@dataclass
+class FileHandle:
+    node: Node
+    content: v.Content
+    lock: trio.Lock = field(default_factory=trio.Lock)
+
+
+@dataclass
+class KillFlagHandle:
+    """``killflag`` opened for writing: what this handle wrote so far."""
+
+    append: bool
+    written: bytes = b""
+    #: ``written`` is the start of a word that later writes may complete.
+    pending: bool = False
+    lock: trio.Lock = field(default_factory=trio.Lock)
+
+    def after_write(self, offset: int, data: bytes) -> bytes:
+        if self.append:
+            offset = len(self.written)
+        head = self.written[:offset].ljust(offset, b"\0")
+        return head + data + self.written[offset + len(data) :]
+
+
+@dataclass
+class DirHandle:
+    node: Node
+    reader: v.DirReader
+    lock: trio.Lock = field(default_factory=trio.Lock)
+
+
+Handle = FileHandle | KillFlagHandle | DirHandle
+
+
+# ============================================================ operations
+
+
+class JobStoreFS(pyfuse3.Operations):
+    """The FUSE face of a job store: read-only except for ``killflag``."""
+
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+
+    def __init__(self, view: v.View, timeout: float = 1.0, threads: int = 8) -> None:
+        super().__init__()
+        self.view = view
+        self.timeout = timeout
+        self.inodes = InodeTable()
+        self.uid = os.getuid()
+        self.gid = os.getgid()
+        self._limiter = trio.CapacityLimiter(threads)
+        self._handles: dict[int, Handle] = {}
+        self._next_fh = 1
+
+    async def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a blocking view call in a worker thread."""
+        return await trio.to_thread.run_sync(
+            functools.partial(fn, *args, **kwargs), limiter=self._limiter
+        )
+
+    def _entry(self, node: Node, attr: v.Attr) -> pyfuse3.EntryAttributes:
+        entry = pyfuse3.EntryAttributes()
+        entry.st_ino = node.ino
+        entry.generation = 0
+        entry.entry_timeout = self.timeout
+        entry.attr_timeout = self.timeout
+        entry.st_mode = (stat.S_IFDIR if attr.is_dir else stat.S_IFREG) | attr.mode
+        entry.st_nlink = 2 if attr.is_dir else 1
+        entry.st_uid = self.uid
+        entry.st_gid = self.gid
+        entry.st_rdev = 0
+        entry.st_size = attr.size
+        entry.st_blksize = BLKSIZE
+        entry.st_blocks = (attr.size + 511) // 512
+        entry.st_atime_ns = entry.st_mtime_ns = entry.st_ctime_ns = attr.mtime_ns
+        node.size, node.mtime_ns = attr.size, attr.mtime_ns
+        return entry
+
+    def _add_handle(self, handle: Handle) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self._handles[fh] = handle
+        return fh
+
+    def _handle(self, fh: int, kind: type[T]) -> T:
+        handle = self._handles.get(fh)
+        if not isinstance(handle, kind):
+            raise pyfuse3.FUSEError(errno.EBADF)
+        return handle
+
+    # -------------------------------------------------------------- names
+
+    @_boundary
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        parent = self.inodes.node(parent_inode)
+        component = os.fsdecode(name)
+        if component == ".":
+            path = parent.path
+        elif component == "..":
+            path = parent.path[:-1]
+        else:
+            path = (*parent.path, component)
+        attr = await self._call(self.view.getattr, path)
+        node = self.inodes.at(path)
+        node.lookups += 1
+        return self._entry(node, attr)
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        try:
+            for ino, count in inode_list:
+                self.inodes.forget(ino, count)
+        except Exception:
+            logger.exception("forget%r failed", inode_list)
+
+    @_boundary
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        node = self.inodes.node(inode)
+        return self._entry(node, await self._call(self.view.getattr, node.path))
+
+    @_boundary
+    async def setattr(
+        self,
+        inode: int,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: int | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        node = self.inodes.node(inode)
+        # The kill flag accepts what `echo YES > killflag` and `touch` do to it:
+        # truncation to nothing (O_TRUNC) and new times; both leave the flag as it is.
+        if node.path != v.KILLFLAG or fields.update_mode or fields.update_uid or fields.update_gid:
+            raise v.ReadOnly(node.path)
+        if fields.update_size:
+            if attr.st_size != 0:
+                raise v.BadKillWord(f"truncate to {attr.st_size}")
+            if fh is not None:
+                handle = self._handles.get(fh)
+                if isinstance(handle, KillFlagHandle):
+                    handle.written, handle.pending = b"", False
+        return self._entry(node, await self._call(self.view.getattr, node.path))
+
+    # -------------------------------------------------------- directories
+
+    @_boundary
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        node = self.inodes.node(inode)
+        listing = await self._call(self.view.listing, node.path)
+        return self._add_handle(DirHandle(node, v.DirReader(listing)))
+
+    @_boundary
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        handle = self._handle(fh, DirHandle)
+        async with handle.lock:
+            while True:
+                entries = await self._call(handle.reader.read, start_id, READDIR_BATCH)
+                if not entries:
+                    return
+                for e in entries:
+                    node = self.inodes.at((*handle.node.path, e.name))
+                    attrs = self._entry(node, e.attr)
+                    if not pyfuse3.readdir_reply(token, os.fsencode(e.name), attrs, e.position):
+                        self.inodes.drop_if_unused(node)
+                        return
+                    node.lookups += 1
+                    start_id = e.position
+
+    @_boundary
+    async def releasedir(self, fh: int) -> None:
+        self._handles.pop(fh, None)
+
+    # -------------------------------------------------------------- files
+
+    @_boundary
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        node = self.inodes.node(inode)
+        writing = flags & os.O_ACCMODE != os.O_RDONLY
+        if node.path == v.KILLFLAG and writing:
+            # Truncation needs no action: only a written word changes the flag.
+            handle = KillFlagHandle(append=bool(flags & os.O_APPEND))
+            return pyfuse3.FileInfo(fh=self._add_handle(handle), direct_io=True)
+        if writing or flags & os.O_TRUNC:
+            raise v.ReadOnly(node.path)
+        attr, content = await self._call(self.view.open, node.path)
+        fh = self._add_handle(FileHandle(node, content))
+        version = (attr.size, attr.mtime_ns)
+        # The kernel sizes cached reads by the size it was told: if that is out of
+        # date, read past the page cache so that the new content is not cut short.
+        if attr.live or version != (node.size, node.mtime_ns):
+            return pyfuse3.FileInfo(fh=fh, direct_io=True)
+        # Pages cached for this very version may be kept; any others are dropped.
+        keep = node.cached == version
+        node.cached = version
+        return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
+
+    @_boundary
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        handle = self._handles.get(fh)
+        if isinstance(handle, KillFlagHandle):
+            return (await self._call(self.view.kill_flag))[off : off + size]
+        handle = self._handle(fh, FileHandle)
+        content = handle.content
+        if isinstance(content, v.BytesContent):
+            return content.read(off, size)
+        if isinstance(content, v.StreamContent) and content.concurrent:
+            return await self._call(content.read, off, size)
+        async with handle.lock:
+            return await self._call(handle.content.read, off, size)
+
+    @_boundary
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        handle = self._handles.get(fh)
+        if not isinstance(handle, KillFlagHandle):
+            raise v.ReadOnly(fh)
+        async with handle.lock:
+            written = handle.after_write(off, buf)
+            if v.parse_kill_word(written) is None:
+                if not v.could_become_kill_word(written):
+                    raise v.BadKillWord(written[:20])
+                # "YE" so far: the rest may follow in another write; flush judges.
+                handle.written, handle.pending = written, True
+                return len(buf)
+            await self._call(self.view.set_kill_flag, written)
+            handle.written, handle.pending = written, False
+            return len(buf)
+
+    @_boundary
+    async def flush(self, fh: int) -> None:
+        handle = self._handles.get(fh)
+        if isinstance(handle, KillFlagHandle) and handle.pending:
+            handle.pending = False
+            raise v.BadKillWord(handle.written)
+
+    @_boundary
+    async def release(self, fh: int) -> None:
+        handle = self._handles.pop(fh, None)
+        if isinstance(handle, FileHandle):
+            await self._call(handle.content.close)
+
+    @_boundary
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        pass
+
+    @_boundary
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = data.f_frsize = BLKSIZE
+        data.f_blocks = data.f_bfree = data.f_bavail = 0
+        data.f_files = len(self.inodes)
+        data.f_ffree = data.f_favail = 0
+        data.f_namemax = 255
+        return data
+
+    # ------------------------------------------- everything else: read-only
+
+    @_boundary
+    async def setxattr(self, inode: int, name: bytes, value: bytes,
+                       ctx: pyfuse3.RequestContext) -> None:
+        raise v.ReadOnly(inode)
+
+    @_boundary
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        raise v.ReadOnly(inode)
+
+    @_boundary
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo,
+                                                           pyfuse3.EntryAttributes]:
+        raise v.ReadOnly(name)
+
+    @_boundary
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        raise v.ReadOnly(name)
+
+    @_boundary
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        raise v.ReadOnly(name)
+
+    @_boundary
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        raise v.ReadOnly(name)
+
+    @_boundary
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+                   ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        raise v.ReadOnly(new_name)
+
+    @_boundary
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        raise v.ReadOnly(name)
+
+    @_boundary
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        raise v.ReadOnly(name)
+
+    @_boundary
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
+        raise v.ReadOnly(name_old)

@@ -1,0 +1,631 @@
+"""The FUSE view's file system, as plain synchronous code over a :class:`JobStore`.
+
+Everything here is a store query that maps a path to what the tree shows; none
+of it knows about FUSE, inodes or trio, so it is tested directly and the FUSE
+layer (:mod:`mount.fs`) only adds inodes, handles, threads and errno. Each call
+may block on storage: callers run it in a worker thread.
+
+The tree (SPEC "The FUSE view")::
+
+    jobs/<job-id>/{description.json,description.pickle,log}
+    files/<file-id>          (an ID with '/' in it is a path of directories)
+    shared/<name>
+    logs/<entry>
+    killflag
+
+Nothing is cached across calls except rendered ``description.json`` documents,
+keyed by the size and modification time of the stored pickle, so every answer
+reflects what the store holds now.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import hashlib
+import json
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+
+from toil.jobStores.abstractJobStore import NoSuchJobException
+
+from jobstore import layout
+from jobstore.backend import NotFound, ObjectInfo
+
+if TYPE_CHECKING:
+    from toil.job import JobDescription
+
+    from jobstore.store import JobStore
+
+Path = tuple[str, ...]
+
+ROOT_ENTRIES = ("files", "jobs", "killflag", "logs", "shared")
+TOP_DIRS = frozenset(("files", "jobs", "logs", "shared"))
+KILLFLAG = ("killflag",)
+DESCRIPTION_JSON = "description.json"
+DESCRIPTION_PICKLE = "description.pickle"
+JOB_LOG = "log"
+
+DIR_MODE = 0o555
+FILE_MODE = 0o444
+EXEC_MODE = 0o555
+KILLFLAG_MODE = 0o644
+
+#: Whitespace a kill flag word may carry after it (``echo`` adds a newline).
+_TRAILING = b" \t\r\n"
+_KILL_WORDS = {b"YES": True, b"NO": False}
+
+
+# ================================================================== errors
+
+
+class ViewError(Exception):
+    """A request the view refuses; the FUSE layer answers it with an errno."""
+
+
+class NoEntry(ViewError):
+    """Nothing exists at this path (now)."""
+
+
+class NotADir(ViewError):
+    """A directory operation on a file."""
+
+
+class IsADir(ViewError):
+    """A file operation on a directory."""
+
+
+class ReadOnly(ViewError):
+    """A change to anything but the kill flag."""
+
+
+class BadKillWord(ViewError):
+    """The kill flag was given something other than ``YES`` or ``NO``."""
+
+
+# ============================================================= attributes
+
+
+@dataclass(frozen=True, slots=True)
+class Attr:
+    """What ``stat`` shows for one path."""
+
+    is_dir: bool
+    #: Permission bits only (the file type comes from ``is_dir``).
+    mode: int
+    size: int
+    mtime_ns: int
+    #: The content may change while a reader has the file open or cached
+    #: (descriptions, shared files, the kill flag): serve it without the page cache.
+    live: bool = False
+
+
+def parse_kill_word(data: bytes) -> bool | None:
+    """What writing ``data`` to the kill flag means: True (kill), False (clear), None (neither)."""
+    return _KILL_WORDS.get(data.rstrip(_TRAILING))
+
+
+def could_become_kill_word(data: bytes) -> bool:
+    """Whether more writes could still turn ``data`` into a kill flag word."""
+    return any(word.startswith(data) for word in _KILL_WORDS)
+
+
+# ================================================================ content
+
+
+class Content(Protocol):
+    """An open file's bytes; ``read`` is called with one handle's requests one at a time."""
+
+    def read(self, offset: int, size: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class BytesContent:
+    """Content rendered in full when the file was opened (small, generated files)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def read(self, offset: int, size: int) -> bytes:
+        return self.data[offset : offset + size]
+
+    def close(self) -> None:
+        pass
+
+
+class StreamContent:
+    """A stored object read through the backend's stream, kept open between reads.
+
+    A stream over a real file is read with ``pread``: no shared position, so
+    the kernel's concurrent read-ahead requests run side by side. Other streams
+    (S3 bodies) only go forward: sequential reads (the common case) continue
+    them, a jump forward skips, a jump back reopens; the caller runs one read
+    of such a stream at a time (``concurrent`` is False).
+    """
+
+    _SKIP_CHUNK = 1 << 20
+
+    def __init__(self, opener: Callable[[], contextlib.AbstractContextManager[BinaryIO]]) -> None:
+        self._opener = opener
+        self._stack = contextlib.ExitStack()
+        self._stream: BinaryIO = self._open()
+        self._pos = 0
+        self._fd: int | None = None
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            fd = self._stream.fileno()
+            os.pread(fd, 0, 0)
+            self._fd = fd
+
+    @property
+    def concurrent(self) -> bool:
+        return self._fd is not None
+
+    def _open(self) -> BinaryIO:
+        self._stack.close()
+        self._stack = contextlib.ExitStack()
+        self._pos = 0
+        stream: BinaryIO = self._stack.enter_context(self._opener())
+        return stream
+
+    def read(self, offset: int, size: int) -> bytes:
+        if self._fd is not None:
+            return os.pread(self._fd, size, offset)
+        if offset != self._pos:
+            self._move_to(offset)
+        chunks: list[bytes] = []
+        want = size
+        while want > 0:
+            chunk = self._stream.read(want)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            want -= len(chunk)
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._pos += len(data)
+        return data
+
+    def _move_to(self, offset: int) -> None:
+        if offset < self._pos:
+            self._stream = self._open()
+        while self._pos < offset:
+            skipped = len(self._stream.read(min(self._SKIP_CHUNK, offset - self._pos)))
+            if not skipped:
+                return  # past the end: the read that follows returns b""
+            self._pos += skipped
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+# ========================================================== dir listings
+
+
+@dataclass(frozen=True, slots=True)
+class DirEntry:
+    name: str
+    #: This entry's place in the directory; a listing resumes after it.
+    position: int
+    attr: Attr
+
+
+class Listing(Protocol):
+    """One directory's contents, split into segments that are listed one at a time."""
+
+    #: Bits of an entry's position that hold its name's hash (the rest: its segment).
+    hash_bits: int
+
+    def segments(self) -> list[int]:
+        """Sorted numbers of the segments that may hold entries (one segment for most dirs)."""
+        ...
+
+    def names(self, segment: int) -> Iterable[tuple[str, bool]]:
+        """The ``(name, is_dir)`` entries of one segment."""
+        ...
+
+    def attr(self, name: str, is_dir: bool) -> Attr | None:
+        """The attributes of one entry, or None when it vanished since it was listed."""
+        ...
+
+
+def position(segment: int, name: str, hash_bits: int) -> int:
+    """A positive 63-bit position for ``name``: its segment, then a hash of the name.
+
+    Positions depend on nothing but the name, so a listing can resume after any
+    position it handed out however entries come and go in between: nothing is
+    skipped or repeated (two names of one segment sharing a hash would be;
+    with 50 or more bits of hash that is vanishingly rare).
+    """
+    digest = hashlib.blake2b(name.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return (segment << hash_bits) | (int.from_bytes(digest, "big") % ((1 << hash_bits) - 1) + 1)
+
+
+class DirReader:
+    """Reads one open directory in pages, resuming after any position it handed out.
+
+    Holds the segments it last listed (one shard of ``jobs/`` at a time, not
+    the whole store) and the list of segment numbers, both refreshed when a
+    listing starts again from the beginning.
+    """
+
+    def __init__(self, listing: Listing) -> None:
+        self._listing = listing
+        self._bits = listing.hash_bits
+        self._segments: list[int] | None = None
+        # The listed window: whole segments [lo, hi], entries sorted by position.
+        self._lo = self._hi = -1
+        self._positions: list[int] = []
+        self._entries: list[tuple[int, str, bool]] = []
+
+    def read(self, start: int, limit: int) -> list[DirEntry]:
+        """Up to ``limit`` entries after position ``start`` (0: from the beginning)."""
+        if start == 0 or self._segments is None:
+            self._segments = self._listing.segments()
+            self._lo = self._hi = -1
+        segment = start >> self._bits
+        if not self._lo <= segment <= self._hi:
+            self._load_from(segment, limit)
+        out: list[DirEntry] = []
+        i = bisect.bisect_right(self._positions, start)
+        while len(out) < limit:
+            if i == len(self._entries):
+                if not self._extend(limit - len(out)):
+                    break
+                i = bisect.bisect_right(self._positions, start)
+                continue
+            pos, name, is_dir = self._entries[i]
+            i += 1
+            attr = self._listing.attr(name, is_dir)
+            if attr is not None:
+                out.append(DirEntry(name, pos, attr))
+                start = pos
+        return out
+
+    def _load_from(self, segment: int, want: int) -> None:
+        assert self._segments is not None
+        k = bisect.bisect_left(self._segments, segment)
+        self._lo = self._hi = segment - 1
+        self._positions, self._entries = [], []
+        self._fill(k, want)
+        self._lo = segment
+
+    def _extend(self, want: int) -> bool:
+        """List more segments after the window, dropping the ones before it; False at the end."""
+        assert self._segments is not None
+        k = bisect.bisect_right(self._segments, self._hi)
+        if k == len(self._segments):
+            return False
+        self._lo = self._segments[k]
+        self._positions, self._entries = [], []
+        self._fill(k, want)
+        return True
+
+    def _fill(self, k: int, want: int) -> None:
+        """List whole segments from the k-th on until ``want`` entries are in the window."""
+        assert self._segments is not None
+        while k < len(self._segments) and len(self._entries) < want:
+            segment = self._segments[k]
+            listed = sorted(
+                (position(segment, name, self._bits), name, is_dir)
+                for name, is_dir in self._listing.names(segment)
+            )
+            self._entries.extend(listed)
+            self._hi = segment
+            k += 1
+        self._positions = [e[0] for e in self._entries]
+
+
+# ================================================================= the view
+
+
+class View:
+    """Paths of the mounted tree, answered from a resumed :class:`JobStore`."""
+
+    #: How many rendered descriptions to keep (re-rendering means unpickling).
+    JSON_CACHE_SIZE = 256
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+        self.backend = store.backend
+        self.mount_time_ns = time.time_ns()
+        self._json_cache: OrderedDict[tuple[str, int, float], bytes] = OrderedDict()
+        self._json_lock = threading.Lock()
+
+    # -------------------------------------------------------------- getattr
+
+    def getattr(self, path: Path) -> Attr:
+        if not path:
+            return self._dir()
+        top, rest = path[0], path[1:]
+        if path == KILLFLAG:
+            return Attr(False, KILLFLAG_MODE, len(self.kill_flag()), self.mount_time_ns, True)
+        if top not in TOP_DIRS:
+            raise NoEntry(path)
+        if not rest:
+            return self._dir()
+        if top == "jobs":
+            return self._job_attr(rest)
+        if top == "shared":
+            if len(rest) != 1:
+                raise NoEntry(path)
+            return self._object_attr(_checked(layout.shared_key, rest[0]), live=True)
+        if top == "logs":
+            if len(rest) != 1:
+                raise NoEntry(path)
+            return self._object_attr(layout.LOGS + rest[0])
+        return self._files_attr(rest)
+
+    def _dir(self, mtime_ns: int | None = None) -> Attr:
+        return Attr(True, DIR_MODE, 0, self.mount_time_ns if mtime_ns is None else mtime_ns)
+
+    def _object_attr(self, key: str, live: bool = False) -> Attr:
+        try:
+            info = self.backend.stat(key)
+        except NotFound:
+            raise NoEntry(key) from None
+        return _file_attr(info, live)
+
+    def _files_attr(self, rest: Path) -> Attr:
+        key = _checked(layout.file_key, "/".join(rest))
+        try:
+            return _file_attr(self.backend.stat(key))
+        except NotFound:
+            pass
+        # No object: a directory when some file ID continues below it.
+        if next(iter(self.backend.listdir(key + "/")), None) is None:
+            raise NoEntry(key)
+        return self._dir()
+
+    def _job_attr(self, rest: Path) -> Attr:
+        job_id = rest[0]
+        key = _checked(layout.job_key, job_id)
+        if len(rest) > 2:
+            raise NoEntry(rest)
+        try:
+            info = self.backend.stat(key)
+        except NotFound:
+            raise NoEntry(key) from None
+        if len(rest) == 1:
+            return self._dir(int(info.mtime * 1e9))
+        name = rest[1]
+        if name == DESCRIPTION_PICKLE:
+            return _file_attr(info, live=True)
+        if name == DESCRIPTION_JSON:
+            return Attr(False, FILE_MODE, len(self._description_json(job_id, info)),
+                        int(info.mtime * 1e9), True)
+        if name == JOB_LOG:
+            log_id = self._job_log_id(job_id)
+            return self._object_attr(layout.file_key(log_id), live=True)
+        raise NoEntry(rest)
+
+    # ------------------------------------------------------------- listing
+
+    def listing(self, path: Path) -> Listing:
+        """The listing of the directory at ``path`` (NotADir for a file, NoEntry when missing)."""
+        if not self.getattr(path).is_dir:
+            raise NotADir(path)
+        if not path:
+            return _FixedListing(self, path, [(n, n in TOP_DIRS) for n in ROOT_ENTRIES])
+        if path == ("jobs",):
+            return _JobsListing(self)
+        if path[0] == "jobs":
+            names = [DESCRIPTION_JSON, DESCRIPTION_PICKLE]
+            if self._job_log_id(path[1], missing_ok=True) is not None:
+                names.append(JOB_LOG)
+            return _FixedListing(self, path, [(n, False) for n in names])
+        prefix = {"shared": layout.SHARED, "logs": layout.LOGS}.get(path[0])
+        if prefix is None:  # files/...
+            prefix = layout.FILES + "".join(p + "/" for p in path[1:])
+        return _BackendListing(self, path, prefix)
+
+    # ---------------------------------------------------------------- open
+
+    def open(self, path: Path) -> tuple[Attr, Content]:
+        """The attributes and content of the file at ``path`` as they are now."""
+        attr = self.getattr(path)
+        if attr.is_dir:
+            raise IsADir(path)
+        return attr, self._content(path)
+
+    def _content(self, path: Path) -> Content:
+        if path == KILLFLAG:
+            return BytesContent(self.kill_flag())
+        top, rest = path[0], path[1:]
+        if top == "jobs":
+            job_id, name = rest
+            if name == DESCRIPTION_PICKLE:
+                return BytesContent(self._job_bytes(job_id))
+            if name == DESCRIPTION_JSON:
+                return BytesContent(self._description_json(job_id, None))
+            return self._stream(layout.file_key(self._job_log_id(job_id)))
+        if top == "shared":
+            return self._stream(layout.shared_key(rest[0]))
+        if top == "logs":
+            return self._stream(layout.LOGS + rest[0])
+        return self._stream(layout.file_key("/".join(rest)))
+
+    def _stream(self, key: str) -> StreamContent:
+        try:
+            return StreamContent(lambda: self.backend.reader(key))
+        except NotFound:
+            raise NoEntry(key) from None
+
+    # ------------------------------------------------------------ killflag
+
+    def kill_flag(self) -> bytes:
+        return b"YES\n" if self.store.read_kill_flag() else b"NO\n"
+
+    def set_kill_flag(self, data: bytes) -> None:
+        """Act on a word written to ``killflag``: ``YES`` kills the run, ``NO`` clears the flag."""
+        kill = parse_kill_word(data)
+        if kill is None:
+            raise BadKillWord(data[:20])
+        self.store.write_kill_flag(kill=kill)
+
+    # ---------------------------------------------------------------- jobs
+
+    def _job_bytes(self, job_id: str) -> bytes:
+        try:
+            return self.store.load_job_bytes(job_id)
+        except NoSuchJobException:
+            raise NoEntry(job_id) from None
+
+    def _load_job(self, job_id: str) -> JobDescription:
+        try:
+            return self.store.load_job(job_id)
+        except NoSuchJobException:
+            raise NoEntry(job_id) from None
+
+    def _job_log_id(self, job_id: str, missing_ok: bool = False) -> Any:
+        log_id = self._load_job(job_id).logJobStoreFileID
+        if log_id is None and not missing_ok:
+            raise NoEntry((job_id, JOB_LOG))
+        return log_id
+
+    def _description_json(self, job_id: str, info: ObjectInfo | None) -> bytes:
+        """The rendered description, cached while the stored pickle's size and mtime hold."""
+        if info is None:
+            try:
+                info = self.backend.stat(layout.job_key(job_id))
+            except NotFound:
+                raise NoEntry(job_id) from None
+        cache_key = (job_id, info.size, info.mtime)
+        with self._json_lock:
+            cached = self._json_cache.get(cache_key)
+            if cached is not None:
+                self._json_cache.move_to_end(cache_key)
+                return cached
+        rendered = render_description(self._load_job(job_id))
+        with self._json_lock:
+            self._json_cache[cache_key] = rendered
+            while len(self._json_cache) > self.JSON_CACHE_SIZE:
+                self._json_cache.popitem(last=False)
+        return rendered
+
+
+def render_description(job: JobDescription) -> bytes:
+    """A job description as JSON, from Toil's public JobDescription API."""
+    phases: dict[int, list[str]] = {}
+    for phase, successor in job.successors_by_phase():
+        phases.setdefault(phase, []).append(str(successor))
+    doc = {
+        "id": str(job.jobStoreID),
+        "name": job.jobName,
+        "unit": job.unitName,
+        "display_name": job.displayName,
+        "type": type(job).__name__,
+        "remaining_try_count": job.remainingTryCount,
+        "requirements": {
+            "memory": job.memory,
+            "cores": job.cores,
+            "disk": job.disk,
+            "preemptible": job.preemptible,
+            "accelerators": [dict(a) for a in job.accelerators],
+        },
+        "local": job.local,
+        # Phases run from the highest number down to 0.
+        "successors": [sorted(phases.get(i, [])) for i in range(len(job.successor_phases))],
+        "services": sorted(str(s) for s in job.services),
+        "predecessor_number": job.predecessorNumber,
+        "has_body": job.has_body(),
+        # Toil keeps the version only as this attribute (it prints it in str(job)).
+        "version": getattr(job, "_job_version", None),
+        "log_file_id": job.logJobStoreFileID,
+        "files_to_delete": list(job.filesToDelete),
+    }
+    return (json.dumps(doc, indent=2, default=str) + "\n").encode()
+
+
+# ============================================================ listings
+
+
+class _FixedListing:
+    """A small directory whose entries are known up front (root, one job)."""
+
+    hash_bits = 62
+
+    def __init__(self, view: View, path: Path, names: list[tuple[str, bool]]) -> None:
+        self._view, self._path, self._names = view, path, names
+
+    def segments(self) -> list[int]:
+        return [0]
+
+    def names(self, segment: int) -> Iterable[tuple[str, bool]]:
+        return self._names
+
+    def attr(self, name: str, is_dir: bool) -> Attr | None:
+        with contextlib.suppress(NoEntry):
+            return self._view.getattr((*self._path, name))
+        return None
+
+
+class _BackendListing:
+    """One level of backend keys below a prefix (``files/...``, ``shared/``, ``logs/``)."""
+
+    hash_bits = 62
+
+    def __init__(self, view: View, path: Path, prefix: str) -> None:
+        self._view, self._path, self._prefix = view, path, prefix
+
+    def segments(self) -> list[int]:
+        return [0]
+
+    def names(self, segment: int) -> Iterable[tuple[str, bool]]:
+        return [(e.name, e.is_dir) for e in self._view.backend.listdir(self._prefix)]
+
+    def attr(self, name: str, is_dir: bool) -> Attr | None:
+        if is_dir:
+            return self._view._dir()
+        try:
+            info = self._view.backend.stat(self._prefix + name)
+        except NotFound:
+            return None
+        return _file_attr(info, live=self._prefix == layout.SHARED)
+
+
+class _JobsListing:
+    """``jobs/``: job IDs, one segment per ``jobs/<shard>/`` directory of the store."""
+
+    hash_bits = 50  # 12 bits of shard above them: positions stay below 2**62
+
+    def __init__(self, view: View) -> None:
+        self._view = view
+
+    def segments(self) -> list[int]:
+        shards = []
+        for entry in self._view.backend.listdir(layout.JOBS):
+            with contextlib.suppress(ValueError):
+                if entry.is_dir and len(entry.name) == 3:
+                    shards.append(int(entry.name, 16))
+        return sorted(shards)
+
+    def names(self, segment: int) -> Iterable[tuple[str, bool]]:
+        prefix = f"{layout.JOBS}{segment:03x}/"
+        return [(e.name, True) for e in self._view.backend.listdir(prefix)
+                if not e.is_dir and layout.is_job_id(e.name)]
+
+    def attr(self, name: str, is_dir: bool) -> Attr | None:
+        # Listed from the store a moment ago; getattr checks again when asked.
+        return self._view._dir()
+
+
+# ============================================================== helpers
+
+
+def _file_attr(info: ObjectInfo, live: bool = False) -> Attr:
+    return Attr(False, EXEC_MODE if info.executable else FILE_MODE, info.size,
+                int(info.mtime * 1e9), live)
+
+
+def _checked(make_key: Callable[[str], str], name: str) -> str:
+    """A key from a name that came from a path; names that can never be keys do not exist."""
+    try:
+        return make_key(name)
+    except layout.InvalidName:
+        raise NoEntry(name) from None
+

@@ -1,0 +1,417 @@
+"""The FUSE view without FUSE: the path layer over a real store, and the handlers' errno.
+
+``mount.view`` is plain code over a ``JobStore``; ``mount.fs`` handlers are
+coroutines that can be awaited directly under trio. Both run against a real
+``local:`` store here; the mounted tests (test_mount.py) cover the kernel side.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import stat
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pyfuse3
+import pytest
+
+from jobstore import layout
+from mount import view as v
+from mount.fs import JobStoreFS
+from tests.mountutil import Populated, new_job, populate
+
+
+@pytest.fixture
+def populated(local_locator: str, tmp_path: Path) -> Populated:
+    return populate(local_locator, tmp_path)
+
+
+@pytest.fixture
+def view(populated: Populated) -> v.View:
+    return v.View(populated.store)
+
+
+def list_all(view: v.View, path: v.Path, limit: int = 1000) -> list[v.DirEntry]:
+    reader = v.DirReader(view.listing(path))
+    out: list[v.DirEntry] = []
+    start = 0
+    while batch := reader.read(start, limit):
+        assert batch[0].position > start, "a listing must move on"
+        out.extend(batch)
+        start = batch[-1].position
+    return out
+
+
+def names(view: v.View, path: v.Path) -> set[str]:
+    return {e.name for e in list_all(view, path)}
+
+
+def read_all(view: v.View, path: v.Path) -> bytes:
+    attr, content = view.open(path)
+    try:
+        return content.read(0, attr.size + 4096)
+    finally:
+        content.close()
+
+
+# ================================================================ the tree
+
+
+def test_root_and_top_directories(view: v.View, populated: Populated) -> None:
+    assert names(view, ()) == {"files", "jobs", "killflag", "logs", "shared"}
+    assert names(view, ("jobs",)) == set(populated.job_ids)
+    assert names(view, ("shared",)) == set(populated.store.shared_file_names())
+    assert names(view, ("logs",)) == {
+        k.removeprefix(layout.LOGS) for k in populated.store.log_keys()
+    }
+    for top in ("files", "jobs", "logs", "shared"):
+        attr = view.getattr((top,))
+        assert attr.is_dir and attr.mode == 0o555
+
+
+def test_files_tree_is_the_file_ids(view: v.View, populated: Populated) -> None:
+    """Every file ID is a path below files/, and nothing else is there (no hints/ claims)."""
+    found: set[str] = set()
+
+    def walk(path: v.Path) -> None:
+        for e in list_all(view, path):
+            if e.attr.is_dir:
+                walk((*path, e.name))
+            else:
+                found.add("/".join((*path[1:], e.name)))
+
+    walk(("files",))
+    assert found == set(populated.files)
+    for file_id, (content, executable) in populated.files.items():
+        path = ("files", *file_id.split("/"))
+        attr = view.getattr(path)
+        assert attr.size == len(content)
+        assert attr.mode == (0o555 if executable else 0o444)
+        assert read_all(view, path) == content
+
+
+def test_job_directory(view: v.View, populated: Populated) -> None:
+    store = populated.store
+    for job_id in populated.job_ids:
+        expected = {"description.json", "description.pickle"}
+        if job_id == populated.parent_id:
+            expected.add("log")
+        assert names(view, ("jobs", job_id)) == expected
+        pickled = read_all(view, ("jobs", job_id, "description.pickle"))
+        assert pickled == store.load_job_bytes(job_id)
+        raw = read_all(view, ("jobs", job_id, "description.json"))
+        assert view.getattr(("jobs", job_id, "description.json")).size == len(raw)
+        doc = json.loads(raw)
+        job = store.load_job(job_id)
+        assert doc["id"] == job_id
+        assert doc["name"] == job.jobName
+        assert doc["unit"] == job.unitName
+        assert doc["display_name"] == job.displayName
+        assert doc["remaining_try_count"] == job.remainingTryCount
+        assert doc["requirements"]["memory"] == job.memory == 2**20
+        assert doc["requirements"]["cores"] == job.cores
+        assert doc["requirements"]["disk"] == job.disk
+        assert doc["requirements"]["preemptible"] is False
+        assert doc["has_body"] is False
+        assert doc["services"] == []
+        assert isinstance(doc["version"], int) and doc["version"] >= 1
+        assert doc["log_file_id"] == job.logJobStoreFileID
+
+
+def test_parent_job_successors_and_log(view: v.View, populated: Populated) -> None:
+    doc = json.loads(read_all(view, ("jobs", populated.parent_id, "description.json")))
+    children = sorted(j for j in populated.job_ids if j != populated.parent_id)
+    assert sorted(id_ for phase in doc["successors"] for id_ in phase) == children
+    assert doc["requirements"]["cores"] == 2
+    assert doc["requirements"]["accelerators"][0]["kind"] == "gpu"
+    assert doc["log_file_id"] == populated.log_file_id
+    log = read_all(view, ("jobs", populated.parent_id, "log"))
+    assert log == populated.files[populated.log_file_id][0]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("nothing",),
+        ("jobs", "no-such-job"),
+        ("jobs", "bad id!"),
+        ("jobs", ".."),
+        ("files", "@anon", "zzz"),
+        ("files", "..", "shared"),
+        ("shared", "missing"),
+        ("shared", "bad name!"),
+        ("logs", "00000000000000000000-000000000000"),
+        ("killflag", "below"),
+    ],
+)
+def test_missing_paths(view: v.View, path: v.Path) -> None:
+    with pytest.raises(v.NoEntry):
+        view.getattr(path)
+
+
+def test_job_paths_that_do_not_exist(view: v.View, populated: Populated) -> None:
+    child = next(j for j in populated.job_ids if j != populated.parent_id)
+    for path in [("jobs", child, "log"), ("jobs", child, "other"),
+                 ("jobs", child, "description.json", "x")]:
+        with pytest.raises(v.NoEntry):
+            view.getattr(path)
+    with pytest.raises(v.NotADir):
+        view.listing(("jobs", child, "description.json"))
+    with pytest.raises(v.IsADir):
+        view.open(("jobs", child))
+
+
+def test_changes_show_at_once(view: v.View, populated: Populated, tmp_path: Path) -> None:
+    store = populated.store
+    job = new_job(store, "late")
+    store.create_job(job)
+    assert str(job.jobStoreID) in names(view, ("jobs",))
+    with store.write_shared_file_stream("pid.log") as f:
+        f.write(b"99")
+    assert read_all(view, ("shared", "pid.log")) == b"99"
+    job.jobName = "renamed"
+    store.update_job(job)
+    doc = json.loads(read_all(view, ("jobs", str(job.jobStoreID), "description.json")))
+    assert doc["name"] == "renamed"
+    store.delete_job(str(job.jobStoreID))
+    assert str(job.jobStoreID) not in names(view, ("jobs",))
+    with pytest.raises(v.NoEntry):
+        view.getattr(("jobs", str(job.jobStoreID)))
+
+
+# ============================================================ the kill flag
+
+
+def test_kill_flag(view: v.View, populated: Populated) -> None:
+    assert read_all(view, v.KILLFLAG) == b"NO\n"
+    for word, kill in [(b"YES\n", True), (b"NO", False), (b"YES  \n\n", True), (b"NO \n", False)]:
+        view.set_kill_flag(word)
+        assert populated.store.read_kill_flag() is kill
+        assert read_all(view, v.KILLFLAG) == (b"YES\n" if kill else b"NO\n")
+    for bad in [b"yes", b"YESS", b" YES", b"MAYBE\n", b"", b"\n", b"YES\nNO"]:
+        view.set_kill_flag(b"YES")
+        with pytest.raises(v.BadKillWord):
+            view.set_kill_flag(bad)
+        assert populated.store.read_kill_flag() is True
+    attr = view.getattr(v.KILLFLAG)
+    assert attr.mode == 0o644 and attr.live and not attr.is_dir
+
+
+def test_kill_word_prefixes() -> None:
+    assert v.could_become_kill_word(b"YE") and v.could_become_kill_word(b"N")
+    assert not v.could_become_kill_word(b"YEN") and not v.could_become_kill_word(b"X")
+
+
+# ====================================================== listing positions
+
+
+class SegmentedNames:
+    """A listing whose entries a test changes between pages, as a live store would."""
+
+    hash_bits = 50
+
+    def __init__(self, entries: dict[int, set[str]]) -> None:
+        self.entries = entries
+
+    def segments(self) -> list[int]:
+        return sorted(s for s, names in self.entries.items() if names)
+
+    def names(self, segment: int) -> list[tuple[str, bool]]:
+        return [(n, False) for n in self.entries.get(segment, ())]
+
+    def attr(self, name: str, is_dir: bool) -> v.Attr | None:
+        present = any(name in names for names in self.entries.values())
+        return v.Attr(False, 0o444, 0, 0) if present else None
+
+
+@pytest.mark.parametrize("limit", [1, 3, 50])
+def test_listing_resumes_while_entries_come_and_go(limit: int) -> None:
+    """Entries present throughout are listed exactly once; nothing is listed twice."""
+    entries = {s: {f"job-{s}-{i}" for i in range(s % 4)} for s in range(0, 4096, 37)}
+    listing = SegmentedNames(entries)
+    stable = {n for names in entries.values() for n in names if not n.endswith("-1")}
+    reader = v.DirReader(listing)
+    seen: list[str] = []
+    start, step = 0, 0
+    while batch := reader.read(start, limit):
+        positions = [e.position for e in batch]
+        assert positions == sorted(positions) and positions[0] > start
+        seen.extend(e.name for e in batch)
+        start = batch[-1].position
+        step += 1
+        # Churn: remove some names, add new ones before and after the current position.
+        for s in list(entries):
+            entries[s].discard(f"job-{s}-1")
+        entries.setdefault(step * 97 % 4096, set()).add(f"new-{step}")
+    assert len(seen) == len(set(seen))
+    assert stable <= set(seen)
+
+
+def test_listing_restarts_from_any_position_it_gave() -> None:
+    entries = {s: {f"n{s}-{i}" for i in range(3)} for s in range(0, 4096, 512)}
+    reader = v.DirReader(SegmentedNames(entries))
+    everything = reader.read(0, 1000)
+    for k, entry in enumerate(everything):
+        # A fresh reader (another open of the directory) resumes from any handed-out position.
+        rest = v.DirReader(SegmentedNames(entries)).read(entry.position, 1000)
+        assert [e.name for e in rest] == [e.name for e in everything[k + 1 :]]
+
+
+def test_jobs_listing_spans_shards(populated: Populated) -> None:
+    store = populated.store
+    more = [new_job(store, f"many{i}") for i in range(150)]
+    with store.batch():
+        for job in more:
+            store.create_job(job)
+    view = v.View(store)
+    listed = [e.name for e in list_all(view, ("jobs",), limit=7)]
+    assert sorted(listed) == sorted([*populated.job_ids, *(str(j.jobStoreID) for j in more)])
+    assert len({layout.shard(j) for j in listed}) > 50
+
+
+# ================================================ handlers, errno, EIO
+
+
+def fs_for(populated: Populated) -> JobStoreFS:
+    return JobStoreFS(v.View(populated.store), timeout=1.0, threads=2)
+
+
+CTX: Any = None  # the handlers never look at the request context
+
+
+async def lookup_path(fs: JobStoreFS, *names: str) -> pyfuse3.EntryAttributes:
+    ino = pyfuse3.ROOT_INODE
+    entry = None
+    for name in names:
+        entry = await fs.lookup(ino, os.fsencode(name), CTX)
+        ino = entry.st_ino
+    assert entry is not None
+    return entry
+
+
+async def fuse_errno(coro: Any) -> int:
+    with pytest.raises(pyfuse3.FUSEError) as e:
+        await coro
+    return e.value.errno
+
+
+@pytest.mark.trio
+async def test_handlers_read_files(populated: Populated) -> None:
+    fs = fs_for(populated)
+    file_id, content = next((k, c) for k, (c, executable) in populated.files.items() if executable)
+    entry = await lookup_path(fs, "files", *file_id.split("/"))
+    assert stat.S_IMODE(entry.st_mode) == 0o555 and stat.S_ISREG(entry.st_mode)
+    assert entry.st_size == len(content) and entry.st_uid == os.getuid()
+    info = await fs.open(entry.st_ino, os.O_RDONLY, CTX)
+    assert await fs.read(info.fh, 0, 5) + await fs.read(info.fh, 5, 10**6) == content
+    await fs.release(info.fh)
+
+
+@pytest.mark.trio
+async def test_handlers_lookup_counts_and_forget(populated: Populated) -> None:
+    fs = fs_for(populated)
+    first = await lookup_path(fs, "shared")
+    again = await lookup_path(fs, "shared")
+    assert first.st_ino == again.st_ino
+    size = len(fs.inodes)
+    await fs.forget([(first.st_ino, 1)])
+    assert (await fs.getattr(first.st_ino, CTX)).st_ino == first.st_ino
+    await fs.forget([(first.st_ino, 1)])
+    assert len(fs.inodes) == size - 1
+    assert await fuse_errno(fs.getattr(first.st_ino, CTX)) == errno.ENOENT
+    dot = await fs.lookup(pyfuse3.ROOT_INODE, b".", CTX)
+    assert dot.st_ino == pyfuse3.ROOT_INODE
+
+
+@pytest.mark.trio
+async def test_handlers_answer_errno(populated: Populated) -> None:
+    fs = fs_for(populated)
+    root = pyfuse3.ROOT_INODE
+    pid_log = (await lookup_path(fs, "shared", "pid.log")).st_ino
+    shared = (await lookup_path(fs, "shared")).st_ino
+    assert await fuse_errno(fs.lookup(root, b"missing", CTX)) == errno.ENOENT
+    assert await fuse_errno(fs.lookup(shared, b"bad name!", CTX)) == errno.ENOENT
+    assert await fuse_errno(fs.opendir(pid_log, CTX)) == errno.ENOTDIR
+    for flags in (os.O_WRONLY, os.O_RDWR, os.O_RDONLY | os.O_TRUNC):
+        assert await fuse_errno(fs.open(pid_log, flags, CTX)) == errno.EROFS
+    read_only = [
+        fs.create(shared, b"new", 0o644, os.O_WRONLY, CTX),
+        fs.mknod(shared, b"new", stat.S_IFREG | 0o644, 0, CTX),
+        fs.mkdir(root, b"dir", 0o755, CTX),
+        fs.unlink(shared, b"pid.log", CTX),
+        fs.rmdir(root, b"jobs", CTX),
+        fs.rename(shared, b"pid.log", shared, b"other", 0, CTX),
+        fs.symlink(shared, b"link", b"pid.log", CTX),
+        fs.link(pid_log, shared, b"hard", CTX),
+        fs.setxattr(pid_log, b"user.x", b"1", CTX),
+        fs.setattr(pid_log, pyfuse3.EntryAttributes(), SimpleNamespace(
+            update_mode=True, update_uid=False, update_gid=False, update_size=False), None, CTX),
+    ]
+    for call in read_only:
+        assert await fuse_errno(call) == errno.EROFS
+    assert await fuse_errno(fs.read(12345, 0, 10)) == errno.EBADF
+    with populated.store.read_shared_file_stream("pid.log") as f:
+        assert f.read() == b"4242"
+    assert sorted(populated.store.shared_file_names()) == ["config.pickle", "pid.log"]
+
+
+@pytest.mark.trio
+async def test_handlers_kill_flag(populated: Populated) -> None:
+    fs = fs_for(populated)
+    store = populated.store
+    ino = (await lookup_path(fs, "killflag")).st_ino
+
+    async def echo(*writes: bytes) -> int | None:
+        """What bash's `echo WORD > killflag` does: open with O_TRUNC, truncate, write, close."""
+        info = await fs.open(ino, os.O_WRONLY | os.O_TRUNC, CTX)
+        assert info.direct_io
+        size0 = SimpleNamespace(update_mode=False, update_uid=False, update_gid=False,
+                                update_size=True)
+        attr = pyfuse3.EntryAttributes()
+        attr.st_size = 0
+        await fs.setattr(ino, attr, size0, info.fh, CTX)
+        failed = None
+        try:
+            offset = 0
+            for data in writes:
+                assert await fs.write(info.fh, offset, data) == len(data)
+                offset += len(data)
+            await fs.flush(info.fh)
+        except pyfuse3.FUSEError as e:
+            failed = e.errno
+        await fs.release(info.fh)
+        return failed
+
+    assert await echo(b"YES\n") is None and store.read_kill_flag()
+    assert await echo(b"NO\n") is None and not store.read_kill_flag()
+    assert await echo(b"Y", b"E", b"S") is None and store.read_kill_flag()
+    assert await echo(b"bogus\n") == errno.EINVAL and store.read_kill_flag()
+    assert await echo(b"NO", b"PE") == errno.EINVAL and not store.read_kill_flag()
+    assert await echo(b"YE") == errno.EINVAL and not store.read_kill_flag()
+    assert await echo() is None and not store.read_kill_flag()
+    info = await fs.open(ino, os.O_RDONLY, CTX)
+    assert await fs.read(info.fh, 0, 100) == b"NO\n"
+    await fs.release(info.fh)
+
+
+@pytest.mark.trio
+async def test_unexpected_errors_are_eio_and_logged(
+    populated: Populated, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A corrupt description fails its own reads with EIO; everything else keeps working."""
+    fs = fs_for(populated)
+    victim = populated.job_ids[0]
+    populated.store.backend.put_bytes(layout.job_key(victim), b"not a pickle")
+    job_dir = (await lookup_path(fs, "jobs", victim)).st_ino
+    with caplog.at_level(logging.ERROR, logger="mount.fs"):
+        assert await fuse_errno(fs.lookup(job_dir, b"description.json", CTX)) == errno.EIO
+    assert "Traceback" in caplog.text and "UnpicklingError" in caplog.text
+    pickle_entry = await fs.lookup(job_dir, b"description.pickle", CTX)
+    info = await fs.open(pickle_entry.st_ino, os.O_RDONLY, CTX)
+    assert await fs.read(info.fh, 0, 100) == b"not a pickle"
+    other = await lookup_path(fs, "jobs", populated.job_ids[1], "description.json")
+    assert other.st_size > 0
