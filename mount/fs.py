@@ -164,8 +164,6 @@ class KillFlagHandle:
 
     append: bool
     written: bytes = b""
-    #: ``written`` is the start of a word that later writes may complete.
-    pending: bool = False
     lock: trio.Lock = field(default_factory=trio.Lock)
 
     def after_write(self, offset: int, data: bytes) -> bytes:
@@ -292,7 +290,7 @@ class JobStoreFS(pyfuse3.Operations):
             if fh is not None:
                 handle = self._handles.get(fh)
                 if isinstance(handle, KillFlagHandle):
-                    handle.written, handle.pending = b"", False
+                    handle.written = b""
         return self._entry(node, await self._call(self.view.getattr, node.path))
 
     # -------------------------------------------------------- directories
@@ -367,24 +365,13 @@ class JobStoreFS(pyfuse3.Operations):
         handle = self._handles.get(fh)
         if not isinstance(handle, KillFlagHandle):
             raise v.ReadOnly(fh)
+        # Each write is judged on all this handle wrote so far, so that a bad word
+        # fails the write() that carries it, where the writer (bash's echo) sees it.
         async with handle.lock:
             written = handle.after_write(off, buf)
-            if v.parse_kill_word(written) is None:
-                if not v.could_become_kill_word(written):
-                    raise v.BadKillWord(written[:20])
-                # "YE" so far: the rest may follow in another write; flush judges.
-                handle.written, handle.pending = written, True
-                return len(buf)
             await self._call(self.view.set_kill_flag, written)
-            handle.written, handle.pending = written, False
+            handle.written = written
             return len(buf)
-
-    @_boundary
-    async def flush(self, fh: int) -> None:
-        handle = self._handles.get(fh)
-        if isinstance(handle, KillFlagHandle) and handle.pending:
-            handle.pending = False
-            raise v.BadKillWord(handle.written)
 
     @_boundary
     async def release(self, fh: int) -> None:

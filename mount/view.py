@@ -110,11 +110,6 @@ def parse_kill_word(data: bytes) -> bool | None:
     return _KILL_WORDS.get(data.rstrip(_TRAILING))
 
 
-def could_become_kill_word(data: bytes) -> bool:
-    """Whether more writes could still turn ``data`` into a kill flag word."""
-    return any(word.startswith(data) for word in _KILL_WORDS)
-
-
 # ================================================================ content
 
 
