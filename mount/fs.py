@@ -94,16 +94,15 @@ def _boundary(
 class Node:
     """One inode: a path of the view and how many times the kernel looked it up."""
 
-    __slots__ = ("cached", "ino", "lookups", "mtime_ns", "path", "size")
+    __slots__ = ("cached", "ino", "lookups", "path", "told")
 
     def __init__(self, ino: int, path: v.Path) -> None:
         self.ino = ino
         self.path = path
         self.lookups = 0
-        # The size and time the kernel was last told (it caches them).
-        self.size = -1
-        self.mtime_ns = -1
-        # The (size, mtime) of the content whose pages the kernel may have cached.
+        # For files: the (size, mtime) the kernel was last told (it caches them), and
+        # the (size, mtime) of the content whose pages the kernel may have cached.
+        self.told: tuple[int, int] | None = None
         self.cached: tuple[int, int] | None = None
 
 
@@ -224,7 +223,8 @@ class JobStoreFS(pyfuse3.Operations):
         entry.st_blksize = BLKSIZE
         entry.st_blocks = (attr.size + 511) // 512
         entry.st_atime_ns = entry.st_mtime_ns = entry.st_ctime_ns = attr.mtime_ns
-        node.size, node.mtime_ns = attr.size, attr.mtime_ns
+        if not attr.is_dir:
+            node.told = (attr.size, attr.mtime_ns)
         return entry
 
     def _add_handle(self, handle: Handle) -> int:
@@ -339,7 +339,7 @@ class JobStoreFS(pyfuse3.Operations):
         version = (attr.size, attr.mtime_ns)
         # The kernel sizes cached reads by the size it was told: if that is out of
         # date, read past the page cache so that the new content is not cut short.
-        if attr.live or version != (node.size, node.mtime_ns):
+        if attr.live or version != node.told:
             return pyfuse3.FileInfo(fh=fh, direct_io=True)
         # Pages cached for this very version may be kept; any others are dropped.
         keep = node.cached == version
