@@ -119,6 +119,7 @@ def check_path(path: object, what: str) -> str:
         not isinstance(path, str)
         or not path
         or len(path.encode("utf-8", "surrogatepass")) > MAX_FILE_ID  # S3 keys count bytes
+        or not _is_utf8(path)  # lone surrogates: no name this store issues has them
     ):
         raise InvalidName(f"not a valid {what}: {path!r}")
     for part in path.split("/"):
@@ -129,6 +130,14 @@ def check_path(path: object, what: str) -> str:
         ):
             raise InvalidName(f"not a valid {what}: {path!r}")
     return path
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def file_key(file_id: str) -> str:

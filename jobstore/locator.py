@@ -61,12 +61,20 @@ def parse_locator(locator: str) -> Locator:
     if scheme == "local":
         if not rest:
             raise InvalidLocator("local: needs a path, as in local:/tmp/run1")
+        try:
+            os.fsencode(rest)
+        except UnicodeEncodeError:
+            raise InvalidLocator(f"not a path this system can name: {locator!r}") from None
         return Locator("local", os.path.abspath(os.path.expanduser(rest)))
     if scheme == "s3":
         rest = rest.removeprefix("//")
         bucket, _, prefix = rest.partition("/")
         if not _BUCKET.fullmatch(bucket) or ".." in bucket:
             raise InvalidLocator(f"not a valid S3 bucket name in {locator!r}")
+        try:
+            prefix.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidLocator(f"an S3 prefix must be valid UTF-8: {locator!r}") from None
         parts = [p for p in prefix.split("/") if p]
         if any(p in (".", "..") for p in parts):
             raise InvalidLocator(f"'.' and '..' are not allowed in an S3 prefix: {locator!r}")
