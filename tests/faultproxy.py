@@ -54,6 +54,7 @@ class FaultProxy:
         seed: int | None = None,
         stall_seconds: float = 1.0,
         port: int = 0,
+        record: bool = False,
     ) -> None:
         parsed = urllib.parse.urlsplit(upstream)
         if parsed.scheme != "http" or not parsed.hostname:
@@ -67,6 +68,9 @@ class FaultProxy:
         self.stall_seconds = stall_seconds
         self.requests = 0
         self.faults: Counter[str] = Counter()
+        #: With ``record``: (method, path and query, lowercased header names) of each request.
+        self.seen: list[tuple[str, str, frozenset[str]]] = []
+        self._record = record
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", port), _Handler)
@@ -102,10 +106,12 @@ class FaultProxy:
     ) -> None:
         self.stop()
 
-    def pick(self) -> str | None:
+    def pick(self, method: str, path: str, headers: Iterable[str]) -> str | None:
         """Count a request and decide its fate: a fault kind, or None to pass it."""
         with self._lock:
             self.requests += 1
+            if self._record:
+                self.seen.append((method, path, frozenset(h.lower() for h in headers)))
             if not self.kinds or self._rng.random() >= self.rate:
                 return None
             kind = self._rng.choice(self.kinds)
@@ -137,7 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _relay(self) -> None:
         proxy = self.server.proxy
         body = self._read_body()
-        fault = proxy.pick()
+        fault = proxy.pick(self.command, self.path, self.headers.keys())
         if fault in ("500", "503"):
             code, message = (
                 ("InternalError", "injected") if fault == "500" else ("SlowDown", "Slow down")
