@@ -273,9 +273,9 @@ class LocalBackend(Backend):
 
     def list(self, prefix: str, start_after: str | None = None) -> Iterator[str]:
         base = self._path(prefix.rstrip("/")) if prefix else self.root
-        yield from (k for k in self._walk(base, prefix) if start_after is None or k > start_after)
+        yield from self._walk(base, prefix, start_after)
 
-    def _walk(self, path: str, key_prefix: str) -> Iterator[str]:
+    def _walk(self, path: str, key_prefix: str, start_after: str | None = None) -> Iterator[str]:
         try:
             with os.scandir(path) as it:
                 entries = sorted(it, key=lambda e: e.name)
@@ -286,8 +286,12 @@ class LocalBackend(Backend):
                 continue
             key = f"{key_prefix}{entry.name}"
             if entry.is_dir(follow_symlinks=False):
-                yield from self._walk(entry.path, key + "/")
-            else:
+                below = key + "/"
+                # Enter a subtree only if a key in it can sort after start_after: a listing
+                # resumed deep into jobs/ then costs nothing for the shards before.
+                if start_after is None or below > start_after or start_after.startswith(below):
+                    yield from self._walk(entry.path, below, start_after)
+            elif start_after is None or key > start_after:
                 yield key
 
     def listdir(self, prefix: str) -> Iterator[DirEntry]:

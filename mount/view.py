@@ -28,7 +28,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
@@ -210,17 +210,18 @@ class DirEntry:
 
 
 class Listing(Protocol):
-    """One directory's contents, split into segments that are listed one at a time."""
+    """One directory's contents as a stream of entries, segment by segment.
+
+    A segment is a part of the directory that is listed as a whole: one
+    ``jobs/<shard>/`` directory of the store for ``jobs/``, the whole directory
+    for the others.
+    """
 
     #: Bits of an entry's position that hold its name's hash (the rest: its segment).
     hash_bits: int
 
-    def segments(self) -> list[int]:
-        """Sorted numbers of the segments that may hold entries (one segment for most dirs)."""
-        ...
-
-    def names(self, segment: int) -> Iterable[tuple[str, bool]]:
-        """The ``(name, is_dir)`` entries of one segment."""
+    def entries(self, segment: int) -> Iterable[tuple[int, str, bool]]:
+        """``(segment, name, is_dir)`` of every entry in ``segment`` and after, in segment order."""
         ...
 
     def attr(self, name: str, is_dir: bool) -> Attr | None:
@@ -243,33 +244,37 @@ def position(segment: int, name: str, hash_bits: int) -> int:
 class DirReader:
     """Reads one open directory in pages, resuming after any position it handed out.
 
-    Holds the segments it last listed (one shard of ``jobs/`` at a time, not
-    the whole store) and the list of segment numbers, both refreshed when a
-    listing starts again from the beginning.
+    Keeps a window of whole segments, sorted by position, and the stream that
+    continues after it: reading on takes the next segments from that stream (one
+    request per 1,000 jobs on S3), so a directory of 100,000 jobs is never held
+    at once. A position outside the window (a seek, or the kernel coming back
+    to an older position) starts a new stream at its segment.
     """
 
     def __init__(self, listing: Listing) -> None:
         self._listing = listing
         self._bits = listing.hash_bits
-        self._segments: list[int] | None = None
-        # The listed window: whole segments [lo, hi], entries sorted by position.
-        self._lo = self._hi = -1
+        self._last_segment = (1 << (63 - self._bits)) - 1
+        self._source: Iterator[tuple[int, str, bool]] | None = None
+        self._ahead: tuple[int, str, bool] | None = None  # first entry after the window
+        # The window: every entry of segments [lo, hi], sorted by position.
+        self._lo, self._hi = 0, -1
         self._positions: list[int] = []
         self._entries: list[tuple[int, str, bool]] = []
 
     def read(self, start: int, limit: int) -> list[DirEntry]:
         """Up to ``limit`` entries after position ``start`` (0: from the beginning)."""
-        if start == 0 or self._segments is None:
-            self._segments = self._listing.segments()
-            self._lo = self._hi = -1
         segment = start >> self._bits
-        if not self._lo <= segment <= self._hi:
-            self._load_from(segment, limit)
+        if start == 0 or not self._lo <= segment <= self._hi:
+            self._source = iter(self._listing.entries(segment))
+            self._ahead = None
+            self._lo, self._hi = segment, segment - 1
+            self._positions, self._entries = [], []
         out: list[DirEntry] = []
         i = bisect.bisect_right(self._positions, start)
         while len(out) < limit:
             if i == len(self._entries):
-                if not self._extend(limit - len(out)):
+                if not self._advance(limit - len(out)):
                     break
                 i = bisect.bisect_right(self._positions, start)
                 continue
@@ -281,38 +286,38 @@ class DirReader:
                 start = pos
         return out
 
-    def _load_from(self, segment: int, want: int) -> None:
-        assert self._segments is not None
-        k = bisect.bisect_left(self._segments, segment)
-        self._lo = self._hi = segment - 1
-        self._positions, self._entries = [], []
-        self._fill(k, want)
-        self._lo = segment
+    def _advance(self, want: int) -> bool:
+        """Move the window on by whole segments holding ``want`` entries or more.
 
-    def _extend(self, want: int) -> bool:
-        """List more segments after the window, dropping the ones before it; False at the end."""
-        assert self._segments is not None
-        k = bisect.bisect_right(self._segments, self._hi)
-        if k == len(self._segments):
+        The last segment of the old window stays in it: the kernel may come back
+        for its end when our reply did not fit. False when the stream is done.
+        """
+        if self._source is None:
             return False
-        self._lo = self._segments[k]
-        self._positions, self._entries = [], []
-        self._fill(k, want)
-        return True
-
-    def _fill(self, k: int, want: int) -> None:
-        """List whole segments from the k-th on until ``want`` entries are in the window."""
-        assert self._segments is not None
-        while k < len(self._segments) and len(self._entries) < want:
-            segment = self._segments[k]
-            listed = sorted(
-                (position(segment, name, self._bits), name, is_dir)
-                for name, is_dir in self._listing.names(segment)
-            )
-            self._entries.extend(listed)
-            self._hi = segment
-            k += 1
+        batch: list[tuple[int, str, bool]] = []
+        segment = -1
+        while True:
+            item = self._ahead if self._ahead is not None else next(self._source, None)
+            self._ahead = None
+            if item is None:
+                self._source = None
+                break
+            if item[0] != segment and len(batch) >= want:
+                self._ahead = item
+                break
+            segment = item[0]
+            batch.append((position(segment, item[1], self._bits), item[1], item[2]))
+        if not batch:
+            self._hi = self._last_segment
+            return False
+        batch.sort()
+        tail_segment = self._entries[-1][0] >> self._bits if self._entries else None
+        tail = [e for e in self._entries if e[0] >> self._bits == tail_segment]
+        self._lo = self._hi + 1 if tail_segment is None else tail_segment
+        self._hi = self._last_segment if self._source is None else segment
+        self._entries = tail + batch
         self._positions = [e[0] for e in self._entries]
+        return True
 
 
 # ================================================================= the view
@@ -547,11 +552,8 @@ class _FixedListing:
     def __init__(self, view: View, path: Path, names: list[tuple[str, bool]]) -> None:
         self._view, self._path, self._names = view, path, names
 
-    def segments(self) -> list[int]:
-        return [0]
-
-    def names(self, segment: int) -> Iterable[tuple[str, bool]]:
-        return self._names
+    def entries(self, segment: int) -> Iterable[tuple[int, str, bool]]:
+        return [(0, name, is_dir) for name, is_dir in self._names] if segment == 0 else []
 
     def attr(self, name: str, is_dir: bool) -> Attr | None:
         with contextlib.suppress(NoEntry):
@@ -567,11 +569,11 @@ class _BackendListing:
     def __init__(self, view: View, path: Path, prefix: str) -> None:
         self._view, self._path, self._prefix = view, path, prefix
 
-    def segments(self) -> list[int]:
-        return [0]
-
-    def names(self, segment: int) -> Iterable[tuple[str, bool]]:
-        return [(e.name, e.is_dir) for e in self._view.backend.listdir(self._prefix)]
+    def entries(self, segment: int) -> Iterable[tuple[int, str, bool]]:
+        if segment != 0:
+            return
+        for e in self._view.backend.listdir(self._prefix):
+            yield 0, e.name, e.is_dir
 
     def attr(self, name: str, is_dir: bool) -> Attr | None:
         if is_dir:
@@ -584,25 +586,21 @@ class _BackendListing:
 
 
 class _JobsListing:
-    """``jobs/``: job IDs, one segment per ``jobs/<shard>/`` directory of the store."""
+    """``jobs/``: job IDs, one segment per ``jobs/<shard>/`` of the store, in one key listing."""
 
     hash_bits = 50  # 12 bits of shard above them: positions stay below 2**62
 
     def __init__(self, view: View) -> None:
         self._view = view
 
-    def segments(self) -> list[int]:
-        shards = []
-        for entry in self._view.backend.listdir(layout.JOBS):
-            with contextlib.suppress(ValueError):
-                if entry.is_dir and len(entry.name) == 3:
-                    shards.append(int(entry.name, 16))
-        return sorted(shards)
-
-    def names(self, segment: int) -> Iterable[tuple[str, bool]]:
-        prefix = f"{layout.JOBS}{segment:03x}/"
-        return [(e.name, True) for e in self._view.backend.listdir(prefix)
-                if not e.is_dir and layout.is_job_id(e.name)]
+    def entries(self, segment: int) -> Iterable[tuple[int, str, bool]]:
+        # "jobs/<shard>" sorts after every key of earlier shards and before the shard's own.
+        start_after = f"{layout.JOBS}{segment:03x}" if segment else None
+        for key in self._view.backend.list(layout.JOBS, start_after=start_after):
+            shard, _, job_id = key[len(layout.JOBS) :].partition("/")
+            if len(shard) == 3 and layout.is_job_id(job_id):
+                with contextlib.suppress(ValueError):
+                    yield int(shard, 16), job_id, True
 
     def attr(self, name: str, is_dir: bool) -> Attr | None:
         # Listed from the store a moment ago; getattr checks again when asked.

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -209,17 +210,17 @@ class SegmentedNames:
 
     hash_bits = 50
 
-    def __init__(self, entries: dict[int, set[str]]) -> None:
-        self.entries = entries
+    def __init__(self, by_segment: dict[int, set[str]]) -> None:
+        self.by_segment = by_segment
 
-    def segments(self) -> list[int]:
-        return sorted(s for s, names in self.entries.items() if names)
-
-    def names(self, segment: int) -> list[tuple[str, bool]]:
-        return [(n, False) for n in self.entries.get(segment, ())]
+    def entries(self, segment: int) -> Iterator[tuple[int, str, bool]]:
+        # Lazily, segment by segment, as a paginated store listing sees a changing store.
+        for s in range(segment, 1 << (63 - self.hash_bits)):
+            for name in sorted(self.by_segment.get(s, ())):
+                yield s, name, False
 
     def attr(self, name: str, is_dir: bool) -> v.Attr | None:
-        present = any(name in names for names in self.entries.values())
+        present = any(name in names for names in self.by_segment.values())
         return v.Attr(False, 0o444, 0, 0) if present else None
 
 
@@ -254,6 +255,54 @@ def test_listing_restarts_from_any_position_it_gave() -> None:
         # A fresh reader (another open of the directory) resumes from any handed-out position.
         rest = v.DirReader(SegmentedNames(entries)).read(entry.position, 1000)
         assert [e.name for e in rest] == [e.name for e in everything[k + 1 :]]
+
+
+class CountingNames(SegmentedNames):
+    """Counts the streams opened and the entries taken from them."""
+
+    def __init__(self, by_segment: dict[int, set[str]]) -> None:
+        super().__init__(by_segment)
+        self.streams = 0
+        self.taken = 0
+
+    def entries(self, segment: int) -> Iterator[tuple[int, str, bool]]:
+        self.streams += 1
+        for entry in super().entries(segment):
+            self.taken += 1
+            yield entry
+
+    def attr(self, name: str, is_dir: bool) -> v.Attr | None:
+        return v.Attr(False, 0o444, 0, 0)  # nothing vanishes here
+
+
+def test_listing_streams_instead_of_holding_the_directory() -> None:
+    """Paging through 12,288 entries reads one stream, never far ahead of what was handed out."""
+    listing = CountingNames({s: {f"j{s}-{i}" for i in range(3)} for s in range(4096)})
+    reader = v.DirReader(listing)
+    consumed: list[str] = []
+    start = 0
+    while batch := reader.read(start, 20):
+        # The kernel's buffer often holds only part of a reply: it asks again from there.
+        taken = batch[: len(batch) // 2 + 1]
+        consumed.extend(e.name for e in taken)
+        start = taken[-1].position
+        # Never more taken from the store than handed out, plus the rest of one segment.
+        assert listing.taken <= len(consumed) + 20 + 3 + 1
+    assert listing.streams == 1
+    assert sorted(consumed) == sorted(n for names in listing.by_segment.values() for n in names)
+
+
+def test_local_listing_resumes_after_any_key(populated: Populated) -> None:
+    """LocalBackend.list(start_after=...) skips whole shards, and gives what filtering would."""
+    store = populated.store
+    for i in range(40):
+        store.create_job(new_job(store, f"extra{i}"))
+    keys = list(store.backend.list(layout.JOBS))
+    cuts = [layout.JOBS, "jobs/0", "jobs/7ff", "jobs/fff/", "zzz", *keys[::7],
+            *(k + "0" for k in keys[::9]), *(k[:-1] for k in keys[::5])]
+    for cut in cuts:
+        resumed = list(store.backend.list(layout.JOBS, start_after=cut))
+        assert resumed == [k for k in keys if k > cut], cut
 
 
 def test_jobs_listing_spans_shards(populated: Populated) -> None:
