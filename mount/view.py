@@ -381,23 +381,25 @@ class View:
             raise NoEntry(key)
         return self._dir()
 
-    def _job_attr(self, rest: Path) -> Attr:
-        job_id = rest[0]
+    def _job_info(self, job_id: str) -> ObjectInfo:
         key = _checked(layout.job_key, job_id)
-        if len(rest) > 2:
-            raise NoEntry(rest)
         try:
-            info = self.backend.stat(key)
+            return self.backend.stat(key)
         except NotFound:
             raise NoEntry(key) from None
+
+    def _job_attr(self, rest: Path) -> Attr:
+        if len(rest) > 2:
+            raise NoEntry(rest)
+        job_id = rest[0]
+        info = self._job_info(job_id)
         if len(rest) == 1:
             return self._dir(int(info.mtime * 1e9))
         name = rest[1]
         if name == DESCRIPTION_PICKLE:
             return _file_attr(info, live=True)
         if name == DESCRIPTION_JSON:
-            return Attr(False, FILE_MODE, len(self._description_json(job_id, info)),
-                        int(info.mtime * 1e9), True)
+            return _json_attr(self._description_json(job_id, info), info)
         if name == JOB_LOG:
             log_id = self._job_log_id(job_id)
             return self._object_attr(layout.file_key(log_id), live=True)
@@ -427,6 +429,11 @@ class View:
 
     def open(self, path: Path) -> tuple[Attr, Content]:
         """The attributes and content of the file at ``path`` as they are now."""
+        if len(path) == 3 and path[0] == "jobs" and path[2] == DESCRIPTION_JSON:
+            # One look at the stored job for both (each look is a request on S3).
+            info = self._job_info(path[1])
+            data = self._description_json(path[1], info)
+            return _json_attr(data, info), BytesContent(data)
         attr = self.getattr(path)
         if attr.is_dir:
             raise IsADir(path)
@@ -440,8 +447,6 @@ class View:
             job_id, name = rest
             if name == DESCRIPTION_PICKLE:
                 return BytesContent(self._job_bytes(job_id))
-            if name == DESCRIPTION_JSON:
-                return BytesContent(self._description_json(job_id, None))
             return self._stream(layout.file_key(self._job_log_id(job_id)))
         if top == "shared":
             return self._stream(layout.shared_key(rest[0]))
@@ -487,13 +492,8 @@ class View:
             raise NoEntry((job_id, JOB_LOG))
         return log_id
 
-    def _description_json(self, job_id: str, info: ObjectInfo | None) -> bytes:
+    def _description_json(self, job_id: str, info: ObjectInfo) -> bytes:
         """The rendered description, cached while the stored pickle's size and mtime hold."""
-        if info is None:
-            try:
-                info = self.backend.stat(layout.job_key(job_id))
-            except NotFound:
-                raise NoEntry(job_id) from None
         cache_key = (job_id, info.size, info.mtime)
         with self._json_lock:
             cached = self._json_cache.get(cache_key)
@@ -608,6 +608,10 @@ class _JobsListing:
 
 
 # ============================================================== helpers
+
+
+def _json_attr(rendered: bytes, info: ObjectInfo) -> Attr:
+    return Attr(False, FILE_MODE, len(rendered), int(info.mtime * 1e9), True)
 
 
 def _file_attr(info: ObjectInfo, live: bool = False) -> Attr:
