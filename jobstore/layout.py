@@ -23,6 +23,7 @@ sanitised to ``[A-Za-z0-9_.-]`` so they can never start with ``@``)::
 
 ``<shard>`` spreads jobs over 4,096 directories so that no directory grows
 past a few hundred entries at a million jobs, and creating one costs O(1).
+``<abc>`` does the same for anonymous files, a run of files at a time.
 """
 
 from __future__ import annotations
@@ -104,13 +105,36 @@ def sanitize_basename(basename: str | None, default: str = "file") -> str:
     return name.encode("utf-8", "replace").decode("utf-8")
 
 
+#: Anonymous files written one after another share an ``<abc>`` directory for this many
+#: files before a random other one takes over, so that writing a file seldom creates that
+#: directory and deleting one seldom removes it, while all 4,096 still fill evenly.
+ANON_SHARD_RUN = 256
+
+
+class _AnonShard:
+    """The ``<abc>`` directory this process fills, and how many more files go there.
+
+    Threads racing here at most pick a shard early; uniqueness comes from the rest of the ID.
+    """
+
+    name = ""
+    left = 0
+
+
+def _anon_shard() -> str:
+    if _AnonShard.left <= 0:
+        _AnonShard.name, _AnonShard.left = uuid.uuid4().hex[:3], ANON_SHARD_RUN
+    _AnonShard.left -= 1
+    return _AnonShard.name
+
+
 def new_file_id(basename: str, job_id: str | None = None) -> str:
     u = uuid.uuid4().hex
     if job_id is not None:
         if not is_job_id(job_id):
             raise InvalidName(f"not a job ID of this store: {job_id!r}")
         return f"{JOB_FILES}/{shard(job_id)}/{job_id}/{u}/{basename}"
-    return f"{ANON}/{u[:3]}/{u[3:]}/{basename}"
+    return f"{ANON}/{_anon_shard()}/{u[3:]}/{basename}"
 
 
 def check_path(path: object, what: str) -> str:

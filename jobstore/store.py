@@ -346,9 +346,11 @@ class JobStore(AbstractJobStore, HintedJobStore):
         if symlink and store_path is not None and self._config_flag("symlink_job_store_reads"):
             if not os.path.isfile(store_path):
                 raise NoSuchFileException(file_id)
-            with contextlib.suppress(FileNotFoundError):
+            try:
+                os.symlink(store_path, local_path)
+            except FileExistsError:  # rare: spare the common case an unlink that fails
                 os.unlink(local_path)
-            os.symlink(store_path, local_path)
+                os.symlink(store_path, local_path)
             return
         try:
             self.backend.get_file(key, local_path)
