@@ -7,8 +7,9 @@ runs with the same command line, so all of them parse it with
 * time a block of ``ops`` operations with :class:`Samples` (one sample per
   repeat, stored as seconds per operation) and quote the median, because the
   machine is shared and single runs are noisy;
-* compare two ``Samples`` with :func:`speedup` (> 1 means the first is faster)
-  and print it with :func:`fmt_ratio`;
+* compare two ``Samples`` with :func:`speedup` (> 1 means the first is faster),
+  or paired measurements with :func:`median_interval`, and print ratios with
+  :func:`fmt_ratio`;
 * lay results out with :class:`Table` and keep a copy with :func:`save_report`.
 
 The helpers use only the standard library, so a benchmark's own imports decide
@@ -22,6 +23,7 @@ import array
 import contextlib
 import datetime
 import fcntl
+import math
 import os
 import shutil
 import statistics
@@ -84,6 +86,28 @@ class Stopwatch:
 def speedup(ours: Samples, theirs: Samples) -> float:
     """How many times faster ``ours`` is than ``theirs`` (> 1: ours is faster)."""
     return theirs.median / ours.median if ours.median > 0 else float("inf")
+
+
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """A distribution-free confidence interval for the median of ``values``.
+
+    The usual order-statistic interval (binomial ranks): it assumes nothing
+    about the shape of the noise. With fewer than six values it cannot reach
+    95% and is the full range.
+    """
+    xs = sorted(values)
+    if not xs:
+        raise ValueError("no values")
+    n = len(xs)
+
+    def cdf(k: int) -> float:  # P(Binomial(n, 1/2) <= k)
+        return sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+
+    r = 0  # 1-based rank of the lower bound: the largest with P(B <= r - 1) <= alpha / 2
+    while r < n // 2 and 2 * cdf(r) <= 1 - confidence:
+        r += 1
+    lo = max(r - 1, 0)
+    return xs[lo], xs[n - 1 - lo]
 
 
 def fmt_rate(per_second: float, unit: str = "/s") -> str:
@@ -177,13 +201,8 @@ def _int_list(text: str) -> list[int]:
 
 @contextlib.contextmanager
 def scratch_dir(prefix: str, parent: str | None = None) -> Iterator[Path]:
-    """A fresh directory, removed afterwards; stores compared in one run share its file system.
-
-    Its subdirectories are spread over the disk where the file system can (see
-    :func:`spread_subdirectories`): put each store directly in it.
-    """
+    """A fresh directory, removed afterwards; stores compared in one run share its file system."""
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    spread_subdirectories(path)
     try:
         yield path
     finally:
@@ -220,6 +239,18 @@ def spread_subdirectories(path: Path) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def file_system(path: Path) -> str:
+    """The file system holding ``path``, as /proc/mounts describes it (type, device, options)."""
+    best = ("", "unknown file system")
+    with contextlib.suppress(OSError), open("/proc/mounts") as mounts:
+        for line in mounts:
+            device, mount_point, fs_type, options = line.split()[:4]
+            inside = str(path.resolve()).startswith(mount_point.rstrip("/") + "/")
+            if inside and len(mount_point) >= len(best[0]):
+                best = (mount_point, f"{fs_type} on {device} ({options})")
+    return best[1]
 
 
 def machine_note() -> str:
