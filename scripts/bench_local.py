@@ -47,7 +47,7 @@ from jobstore import JobStore
 FILE = "FileJobStore"
 OURS = "local:"
 KINDS = (FILE, OURS)
-#: Jobs are built this many at a time outside the timed blocks, to bound memory at 100k jobs.
+#: At most this many jobs per slice (built outside the timed blocks: bounds memory at 100k).
 CHUNK = 1000
 SMALL_FILE_BYTES = 4096
 STREAM_BYTES = 2**20
@@ -56,10 +56,12 @@ SHARED_FILE_BYTES = 1024
 MATCH_TOLERANCE = 0.95
 NOTES = """\
 How: both stores in one scratch directory, each store in a directory of its own that
-ext4 places on fresh inodes (chattr +T on the scratch directory; without it, inodes
-freed by one store slow the next one's creates down on ext4 without a journal). One
-process; the two stores take turns slice by slice within each operation, so that other
-load on the machine hits both alike. Warm runs: page caches are not dropped.
+ext4 places on fresh inodes (chattr +T on the scratch directory), kept until the run
+ends so that later stores do not land on the inodes it freed: on ext4 without a journal
+every inode allocation scans past the inodes freed in its block group in the last
+minute or more (recently_deleted() in fs/ext4/ialloc.c). Leave a minute between runs.
+One process; the two stores take turns slice by slice within each operation, so that
+other load on the machine hits both alike. Warm runs: page caches are not dropped.
 create_job = assign_job_id + create_job, as Toil's leader does it (FileJobStore makes
 the job's directory in assign_job_id). Deletes are timed after a sync, on objects that
 reached the disk as nearly all objects a workflow deletes have: with delayed allocation,
@@ -111,11 +113,6 @@ def new_description(i: int) -> JobDescription:
         unitName=f"unit{i}",
         displayName=f"bench_job {i}",
     )
-
-
-def chunks(items: list[str], size: int = CHUNK) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 @dataclass

@@ -1,15 +1,21 @@
 """Small shared helpers for the ``scripts/bench_*.py`` benchmarks.
 
-Every benchmark module is a script with a ``main()`` that ``scripts/bench``
-runs with the same command line, so all of them parse it with
-:func:`arg_parser` and report the same way:
+``scripts/bench`` runs every ``scripts/bench_<name>.py`` present as a script,
+passing the same command line, so all of them parse it with :func:`arg_parser`
+(``--n``, ``--repeat``, ``--tmp``, plus options of their own) and report the
+same way:
 
 * time a block of ``ops`` operations with :class:`Samples` (one sample per
-  repeat, stored as seconds per operation) and quote the median, because the
-  machine is shared and single runs are noisy;
+  repeat, stored as seconds per operation; :class:`Stopwatch` sums many short
+  blocks) and quote the median, because the machine is shared and single runs
+  are noisy;
 * compare two ``Samples`` with :func:`speedup` (> 1 means the first is faster),
   or paired measurements with :func:`median_interval`, and print ratios with
-  :func:`fmt_ratio`;
+  :func:`fmt_ratio` (rates and times with :func:`fmt_rate`, :func:`fmt_seconds`,
+  :func:`fmt_bytes_rate`);
+* work in :func:`scratch_dir`; say where and when with :func:`file_system` and
+  :func:`machine_note`; on ext4, :func:`spread_subdirectories` keeps stores
+  from inheriting each other's freed inodes;
 * lay results out with :class:`Table` and keep a copy with :func:`save_report`.
 
 The helpers use only the standard library, so a benchmark's own imports decide
