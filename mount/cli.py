@@ -120,9 +120,7 @@ def _serve(args: argparse.Namespace, ready: Callable[[], None] | None) -> int:
         except d.MountError as e:
             raise CommandError(str(e)) from None
         logging.getLogger("mount").info("mounted %s at %s", store.locator, args.mountpoint)
-        if ready is not None:
-            ready()
-        d.serve(args.mountpoint)
+        d.serve(args.mountpoint, ready)
     finally:
         d.release_daemon_lock(args.mountpoint, lock)
     return 0

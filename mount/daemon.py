@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import tempfile
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pyfuse3
@@ -138,9 +139,12 @@ def _raise_read_ahead(mountpoint: str) -> None:
         logger.debug("keeping the kernel's read-ahead: %s", e)
 
 
-def serve(mountpoint: str) -> None:
-    """Answer requests until the mount is unmounted or a stop signal arrives, then unmount."""
+def serve(mountpoint: str, ready: Callable[[], None] | None = None) -> None:
+    """Call ``ready``, then answer requests until the mount is unmounted or a stop signal
+    arrives; unmount however that ends (also when telling ``ready`` fails)."""
     try:
+        if ready is not None:
+            ready()
         trio.run(_serve, mountpoint)
     finally:
         # Unmounts when a signal (or an error) ended the loop; a no-op after `umount`.

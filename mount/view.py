@@ -357,7 +357,7 @@ class View:
         if top == "logs":
             if len(rest) != 1:
                 raise NoEntry(path)
-            return self._object_attr(layout.LOGS + rest[0])
+            return self._object_attr(_checked(_log_key, rest[0]))
         return self._files_attr(rest)
 
     def _dir(self, mtime_ns: int | None = None) -> Attr:
@@ -617,6 +617,10 @@ def _json_attr(rendered: bytes, info: ObjectInfo) -> Attr:
 def _file_attr(info: ObjectInfo, live: bool = False) -> Attr:
     return Attr(False, EXEC_MODE if info.executable else FILE_MODE, info.size,
                 int(info.mtime * 1e9), live)
+
+
+def _log_key(name: str) -> str:
+    return layout.LOGS + layout.check_path(name, "log name")
 
 
 def _checked(make_key: Callable[[str], str], name: str) -> str:

@@ -118,6 +118,10 @@ def test_tree_is_the_store(populated: Populated, mounted: Mount) -> None:
     assert sorted(names.stdout.split()) == job_names
     listing = bash("ls -l jobs files shared logs && cat shared/pid.log", cwd=mp)
     assert listing.returncode == 0 and listing.stdout.endswith("4242")
+    # Names that are no key (S3 keys are UTF-8) do not exist, rather than fail.
+    for missing in (b"logs/\xff", b"files/\xff", b"shared/pid.log\xfe", b"jobs/\xff", b"\xff"):
+        with pytest.raises(FileNotFoundError):
+            os.stat(os.fsencode(mp) + b"/" + missing)
 
 
 def test_writes_fail_and_change_nothing(populated: Populated, mounted: Mount) -> None:

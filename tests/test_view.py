@@ -147,6 +147,9 @@ def test_parent_job_successors_and_log(view: v.View, populated: Populated) -> No
         ("shared", "bad name!"),
         ("logs", "00000000000000000000-000000000000"),
         ("killflag", "below"),
+        ("files", "\udcff"),
+        ("shared", "pid.log\udcff"),
+        ("logs", "\udcff"),
     ],
 )
 def test_missing_paths(view: v.View, path: v.Path) -> None:
