@@ -43,6 +43,7 @@ import os
 import shutil
 import stat
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -50,6 +51,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 from s3transfer.subscribers import BaseSubscriber
+from urllib3.exceptions import HTTPError as Urllib3Error
 
 from jobstore import layout
 from jobstore.backend import Backend, BackendError, DirEntry, NotFound, ObjectInfo, StoreExists
@@ -74,6 +76,13 @@ DELETE_BATCH = 1000
 URL_SECONDS = 24 * 3600
 #: Retry attempts (botocore's standard mode: exponential backoff for throttling and 5xx).
 MAX_ATTEMPTS = 8
+#: Attempts at reading one response body. botocore retries a request whose
+#: response never came, but not a body cut off mid-way (a reset or a proxy
+#: giving up): that is retried here, resuming where the data stopped.
+READ_ATTEMPTS = 5
+
+#: What a body cut off mid-way raises, depending on where urllib3 notices.
+_BODY_ERRORS = (BotoCoreError, Urllib3Error, ConnectionError)
 
 _EXECUTABLE = "executable"
 _SSE_MD5 = "sse-c-key-md5"
@@ -390,19 +399,44 @@ class S3Backend(Backend):
         return response
 
     def get_bytes(self, key: str) -> bytes:
-        response = self._get(key)
-        with self._errors("GET", key), contextlib.closing(response["Body"]) as body:
-            data: bytes = body.read()
-        return data
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            response = self._get(key)
+            try:
+                with contextlib.closing(response["Body"]) as body:
+                    data: bytes = body.read()
+                return data
+            except _BODY_ERRORS as e:
+                self._body_failed(key, attempt, e)
+        raise AssertionError("unreachable")
+
+    def _body_failed(self, key: str, attempt: int, e: Exception) -> None:
+        """Back off before reading a cut-off body again, or give up with a clear error."""
+        if attempt >= READ_ATTEMPTS:
+            raise S3Error(
+                f"S3 GET {self._url(key)} failed: body cut off {attempt} times: {e}"
+            ) from e
+        logger.warning("S3 GET %s: body cut off (%s); retrying", self._url(key), e)
+        time.sleep(min(0.05 * 2**attempt, 2.0))
+
+    def _get_range(self, key: str, start: int, etag: str | None) -> Any:
+        """The object's body from ``start`` on, refusing a different version than ``etag``."""
+        extra: dict[str, Any] = {"Range": f"bytes={start}-"}
+        if etag:
+            extra["IfMatch"] = etag
+        with self._errors("GET", key):
+            response = self.client.get_object(
+                Bucket=self.bucket, Key=self.prefix + key, **extra, **self._sse(key)
+            )
+        return response["Body"]
 
     @contextlib.contextmanager
     def reader(self, key: str) -> Iterator[BinaryIO]:
         response = self._get(key)
-        body = response["Body"]
+        raw = _BodyReader(self, key, response["Body"], response.get("ETag"))
         try:
-            yield io.BufferedReader(_BodyReader(self, key, body), buffer_size=256 * 1024)
+            yield io.BufferedReader(raw, buffer_size=256 * 1024)
         finally:
-            body.close()
+            raw.close()
 
     def get_file(self, key: str, path: str) -> ObjectInfo:
         """One GET for a small object; boto3's concurrent ranged GETs for a large one.
@@ -423,9 +457,9 @@ class S3Backend(Backend):
             fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
             with os.fdopen(fd, "wb") as f:
                 if info.size < self.part_size:
-                    with self._errors("GET", key):
-                        for chunk in body.iter_chunks(MiB):
-                            f.write(chunk)
+                    raw = _BodyReader(self, key, body, response.get("ETag"))
+                    shutil.copyfileobj(raw, f, MiB)
+                    body = raw  # closes whichever body it ended with
                 else:
                     body.close()
                     known = _KnownObject(info.size, response.get("ETag"))
@@ -552,20 +586,36 @@ class _KnownObject(BaseSubscriber):
 
 
 class _BodyReader(io.RawIOBase):
-    """A GET body as a raw stream, so it can be buffered and wrapped for text."""
+    """A GET body as a raw stream, so it can be buffered and wrapped for text.
 
-    def __init__(self, backend: S3Backend, key: str, body: Any) -> None:
+    A body cut off mid-way is resumed with a ranged GET of the same version
+    (by ETag) from the first byte not yet delivered.
+    """
+
+    def __init__(self, backend: S3Backend, key: str, body: Any, etag: str | None) -> None:
         self._backend = backend
         self._key = key
         self._body = body
+        self._etag = etag
+        self._pos = 0
+        self._failures = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        with memoryview(buffer) as view, self._backend._errors("GET", self._key):
-            data = self._body.read(len(view))
+        with memoryview(buffer) as view:
+            while True:
+                try:
+                    data = self._body.read(len(view))
+                    break
+                except _BODY_ERRORS as e:
+                    self._failures += 1
+                    self._backend._body_failed(self._key, self._failures, e)
+                    self._body.close()
+                    self._body = self._backend._get_range(self._key, self._pos, self._etag)
             view[: len(data)] = data
+        self._pos += len(data)
         return len(data)
 
     def close(self) -> None:

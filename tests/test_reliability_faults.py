@@ -9,8 +9,8 @@
   message written is read (twice only if a ``read_logs`` call failed half-way).
 * A real Toil workflow (leader and workers all going through the proxy)
   completes with the right result while 5% of its requests are faulted.
-* A GET whose body breaks off half-way must be retried, not handed to the
-  caller as an error (``xfail``: the s3 backend does not do it yet).
+* A GET whose body breaks off half-way is resumed where it stopped, not handed
+  to the caller as an error.
 """
 
 from __future__ import annotations
@@ -363,10 +363,6 @@ def test_workflow_completes_with_faults(
     assert sum(proxy.faults.values()) >= 5, "too few faults to prove anything"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="s3 backend: a GET body cut off mid-way reaches the caller as S3Error, not retried",
-)
 def test_truncated_get_is_retried(proxied: tuple[FaultProxy, str, JobStore]) -> None:
     """One cut GET must not fail a read: the leader dies on the first one otherwise."""
     proxy, locator, truth = proxied
