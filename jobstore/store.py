@@ -178,6 +178,10 @@ class JobStore(AbstractJobStore, HintedJobStore):
         except NotFound:
             raise NoSuchJobException(job_id) from None
 
+    def job_from_bytes(self, data: bytes) -> JobDescription:
+        """The description in bytes from :meth:`load_job_bytes`, as :meth:`load_job` gives it."""
+        return self._unpickle_job(data)
+
     def _unpickle_job(self, data: bytes) -> JobDescription:
         job: JobDescription = pickle.loads(data)
         job.assignConfig(self.config)

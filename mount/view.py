@@ -14,8 +14,8 @@ The tree (SPEC "The FUSE view")::
     killflag
 
 Nothing is cached across calls except rendered ``description.json`` documents,
-keyed by the size and modification time of the stored pickle, so every answer
-reflects what the store holds now.
+keyed by the digest of the stored pickle, so every answer reflects what the
+store holds now.
 """
 
 from __future__ import annotations
@@ -333,7 +333,7 @@ class View:
         self.store = store
         self.backend = store.backend
         self.mount_time_ns = time.time_ns()
-        self._json_cache: OrderedDict[tuple[str, int, float], bytes] = OrderedDict()
+        self._json_cache: OrderedDict[bytes, bytes] = OrderedDict()
         self._json_lock = threading.Lock()
 
     # -------------------------------------------------------------- getattr
@@ -399,7 +399,7 @@ class View:
         if name == DESCRIPTION_PICKLE:
             return _file_attr(info, live=True)
         if name == DESCRIPTION_JSON:
-            return _json_attr(self._description_json(job_id, info), info)
+            return _json_attr(self._description_json(job_id), info)
         if name == JOB_LOG:
             log_id = self._job_log_id(job_id)
             return self._object_attr(layout.file_key(log_id), live=True)
@@ -430,9 +430,9 @@ class View:
     def open(self, path: Path) -> tuple[Attr, Content]:
         """The attributes and content of the file at ``path`` as they are now."""
         if len(path) == 3 and path[0] == "jobs" and path[2] == DESCRIPTION_JSON:
-            # One look at the stored job for both (each look is a request on S3).
+            # One stat of the stored job serves both (each is a request on S3).
             info = self._job_info(path[1])
-            data = self._description_json(path[1], info)
+            data = self._description_json(path[1])
             return _json_attr(data, info), BytesContent(data)
         attr = self.getattr(path)
         if attr.is_dir:
@@ -492,17 +492,23 @@ class View:
             raise NoEntry((job_id, JOB_LOG))
         return log_id
 
-    def _description_json(self, job_id: str, info: ObjectInfo) -> bytes:
-        """The rendered description, cached while the stored pickle's size and mtime hold."""
-        cache_key = (job_id, info.size, info.mtime)
+    def _description_json(self, job_id: str) -> bytes:
+        """The rendered description of the job as stored now.
+
+        Renders are cached by the stored bytes' digest: unpickling is the costly
+        part, and a size and time do not tell two versions apart (S3 times are
+        whole seconds).
+        """
+        data = self._job_bytes(job_id)
+        digest = hashlib.blake2b(data, digest_size=16).digest()
         with self._json_lock:
-            cached = self._json_cache.get(cache_key)
+            cached = self._json_cache.get(digest)
             if cached is not None:
-                self._json_cache.move_to_end(cache_key)
+                self._json_cache.move_to_end(digest)
                 return cached
-        rendered = render_description(self._load_job(job_id))
+        rendered = render_description(self.store.job_from_bytes(data))
         with self._json_lock:
-            self._json_cache[cache_key] = rendered
+            self._json_cache[digest] = rendered
             while len(self._json_cache) > self.JSON_CACHE_SIZE:
                 self._json_cache.popitem(last=False)
         return rendered

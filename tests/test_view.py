@@ -187,6 +187,26 @@ def test_changes_show_at_once(view: v.View, populated: Populated, tmp_path: Path
         view.getattr(("jobs", str(job.jobStoreID)))
 
 
+def test_description_follows_rewrites_of_same_size_and_time(
+    view: v.View, populated: Populated
+) -> None:
+    """Two versions of a job stored within one timestamp tick (a second on S3) differ."""
+    store = populated.store
+    child = next(j for j in populated.job_ids if j != populated.parent_id)
+    path = ("jobs", child, "description.json")
+    before = json.loads(read_all(view, path))
+    stored = store.backend.local_path(layout.job_key(child))
+    assert stored is not None
+    st = os.stat(stored)
+    job = store.load_job(child)
+    job.jobName = "child9"  # as long as before: the pickle keeps its size
+    store.update_job(job)
+    os.utime(stored, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(stored).st_size == st.st_size
+    after = json.loads(read_all(view, path))
+    assert after["name"] == "child9" and after["version"] == before["version"] + 1
+
+
 # ============================================================ the kill flag
 
 
