@@ -16,6 +16,7 @@ runs many more, random examples.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import random
 from collections.abc import Iterator
@@ -356,3 +357,160 @@ def test_sizes(store_locator: str, toil_config: Any, tmp_path: Path, size: int) 
 
 def backend_of(g: Guarded) -> str:
     return g.locator.split(":", 1)[0]
+
+
+# ============================================================ the FUSE view
+
+#: What may answer a change to the read-only tree (ENOENT/ENOTDIR: no such parent).
+REFUSALS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR}
+MOUNT_OPS = [
+    "stat",
+    "listdir",
+    "read",
+    "open_write",
+    "create",
+    "mkdir",
+    "rmdir",
+    "unlink",
+    "rename",
+    "chmod",
+    "truncate",
+    "symlink",
+    "link",
+    "utime",
+    "setxattr",
+    "killflag",
+]
+components = names.filter(
+    lambda n: n not in ("", ".", "..") and "/" not in n and "\x00" not in n and _fs_ok(n)
+)
+
+
+def _fs_ok(name: str) -> bool:
+    try:
+        os.fsencode(name)
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def mount_op(root: Path, path: Path, op: str, data: bytes) -> None:
+    """One request to the mounted tree; raises the OSError the kernel passes on."""
+    if op == "stat":
+        os.lstat(path)
+    elif op == "listdir":
+        os.listdir(path)
+    elif op == "read":
+        path.read_bytes()
+    elif op == "open_write":
+        os.close(os.open(path, os.O_WRONLY))
+    elif op == "create":
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    elif op == "mkdir":
+        os.mkdir(path)
+    elif op == "rmdir":
+        os.rmdir(path)
+    elif op == "unlink":
+        os.unlink(path)
+    elif op == "rename":
+        os.rename(path, path.with_name(path.name + "-renamed"))
+    elif op == "chmod":
+        os.chmod(path, 0o777)
+    elif op == "truncate":
+        os.truncate(path, 0)
+    elif op == "symlink":
+        os.symlink("/etc/passwd", path)
+    elif op == "link":
+        os.link(root / "killflag", path)
+    elif op == "utime":
+        os.utime(path, (0, 0))
+    elif op == "setxattr":
+        os.setxattr(path, "user.x", b"1")
+    else:
+        fd = os.open(root / "killflag", os.O_WRONLY | os.O_TRUNC)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+
+MUTATIONS = set(MOUNT_OPS) - {"stat", "listdir", "read", "killflag"}
+#: Requests to a mount are cheap: many more of them.
+MOUNT_PROFILE = settings(PROFILE, max_examples=bound(300, 5000))
+
+
+def test_mount_serves_hostile_requests(
+    local_locator: str, toil_config: Any, tmp_path: Path
+) -> None:
+    """Random paths, opens and writes: the right errno each time, and the daemon serves on."""
+    from tests.mountutil import Mount
+
+    store = JobStore(local_locator)
+    store.initialize(toil_config)
+    with store.write_file_stream(basename="known") as (f, known):
+        f.write(b"known content")
+    job = JobDescription(requirements=REQUIREMENTS, jobName="known")
+    store.assign_job_id(job)
+    store.create_job(job)
+    with store.write_shared_file_stream("rel-known") as f:
+        f.write(b"shared")
+    store.write_logs("a log message")
+    keys = set(store.backend.list(""))
+    flag = [False]
+    prefixes = [
+        "",
+        "files/",
+        "files/@anon/",
+        "jobs/",
+        f"jobs/{job.jobStoreID}/",
+        "shared/",
+        "logs/",
+        "killflag/",
+        f"files/{known}/",
+    ]
+    mount = Mount(local_locator, tmp_path / "mnt")
+    root = mount.mountpoint
+    tried = 0
+    try:
+
+        @MOUNT_PROFILE
+        @given(
+            prefix=st.sampled_from(prefixes),
+            name=st.one_of(components, st.sampled_from(["known", "description.json", "log"])),
+            op=st.sampled_from(MOUNT_OPS),
+            data=st.one_of(st.sampled_from([b"YES\n", b"NO", b"YES  \n", b"yes"]), st.binary()),
+        )
+        def check(prefix: str, name: str, op: str, data: bytes) -> None:
+            nonlocal tried
+            tried += 1
+            path = root / (prefix + name)
+            try:
+                mount_op(root, path, op, data)
+            except OSError as e:
+                assert e.errno != errno.EIO, f"{op} {prefix + name!r}: EIO"
+                if op == "killflag":
+                    assert e.errno == errno.EINVAL, f"killflag {data!r}: {e!r}"
+                elif op in MUTATIONS:
+                    assert e.errno in REFUSALS | {errno.ENAMETOOLONG, errno.EEXIST}, (op, e)
+                else:
+                    assert e.errno in {
+                        errno.ENOENT,
+                        errno.ENOTDIR,
+                        errno.EISDIR,
+                        errno.ENAMETOOLONG,
+                    }, (op, e)
+            else:
+                assert op not in MUTATIONS, f"{op} {prefix + name!r} succeeded on a read-only tree"
+                if op == "killflag":
+                    flag[0] = data.rstrip(b" \t\r\n") == b"YES"
+            assert mount.proc.poll() is None, "the daemon died"
+            assert (root / "files" / known).read_bytes() == b"known content"
+            assert (root / "killflag").read_bytes() == (b"YES\n" if flag[0] else b"NO\n")
+
+        check()
+    finally:
+        mount.close()
+    kill_flag = layout.shared_key("_toil_kill_flag")  # the one thing writable through a mount
+    assert set(store.backend.list("")) - {kill_flag} == keys - {kill_flag}, "the mount wrote"
+    record("badinput", "mount_requests", inputs=tried, bytes_lost=0)
+    store.destroy()

@@ -9,7 +9,9 @@ After every kill:
 * the store resumes in a fresh handle, as a restarted process gets it;
 * every object reads back as a complete old or complete new version
   (checksums), and its version is one the child's journal allows;
-* nothing temporary shows through the API (listings, ``jobs()``);
+* nothing temporary shows through the API (listings, ``jobs()``) or through a
+  ``jobstore mount`` of the store: the mounted tree lists exactly the store's
+  files, jobs, shared files and logs, and sampled objects read the same there;
 * Toil's ``clean()`` (the store is a real workflow's, with a root job) succeeds,
   deletes the campaign's unreachable jobs and leaves no file of a deleted job.
 
@@ -42,6 +44,7 @@ from toil.job import JobDescription
 
 from jobstore import JobStore, layout
 from tests.conftest import HAVE_S3
+from tests.mountutil import Mount
 from tests.reliability_lib import (
     Deadline,
     Journal,
@@ -574,11 +577,12 @@ def store_env() -> dict[str, str]:
 
 @dataclass
 class Victim:
-    """The store of a real workflow whose leader and workers were killed mid-run."""
+    """The store of a real workflow whose leader and workers were killed mid-run, mounted."""
 
     backend: str
     locator: str
     workdir: Path
+    mount: Mount
 
 
 @pytest.fixture(scope="module", params=["local", "s3"])
@@ -615,8 +619,13 @@ def victim(
     finally:
         kill_tree(leader.pid)
     toil_clean(open_store(locator))
-    yield Victim(backend, locator, workdir)
-    JobStore(locator).destroy()
+    # No kernel caching: the tree must show the store as it is right after each kill.
+    mount = Mount(locator, workdir / "mnt", "-o", "timeout=0")
+    try:
+        yield Victim(backend, locator, workdir, mount)
+    finally:
+        mount.close()
+        JobStore(locator).destroy()
 
 
 def wait_in_call(journal_path: str, timeout: float) -> None:
@@ -668,6 +677,8 @@ def test_kill(victim: Victim, path: str, tmp_path: Path) -> None:
         try:
             campaign.check(store, view)
             checked += assert_no_debris_visible(store)
+            if victim.backend == "local" or budget.done == 0:  # see check_mount
+                check_mount(victim.mount, store, rng, walk=victim.backend == "local")
             toil_clean(store)
             assert not campaign_jobs_left(store), "clean() left campaign jobs"
             assert not orphaned_job_files(store), "files of deleted jobs survived clean()"
@@ -713,6 +724,41 @@ def workflow_snapshot(store: JobStore) -> dict[str, str]:
             with store.read_shared_file_stream(name) as f:
                 snap["shared:" + name] = hashlib.sha256(f.read()).hexdigest()
     return snap
+
+
+def check_mount(mount: Mount, store: JobStore, rng: random.Random, walk: bool) -> None:
+    """The mounted tree lists what the store holds, and samples read the same there.
+
+    ``walk``: compare the whole ``files/`` tree; else only the directories that
+    hold the sampled files (a walk through the view costs the s3 backend
+    thousands of requests, see docs/RELIABILITY.md).
+    """
+    root = mount.mountpoint
+    api_files = set(file_ids(store))
+    if walk:
+        files = {
+            str(Path(d, f).relative_to(root / "files"))
+            for d, _, names in os.walk(root / "files")
+            for f in names
+        }
+        assert files == api_files, f"the mount shows other files: {files ^ api_files}"
+    assert set(os.listdir(root / "jobs")) == set(store.job_ids())
+    assert set(os.listdir(root / "shared")) == set(store.shared_file_names())
+    assert len(os.listdir(root / "logs")) == len(list(store.log_keys()))
+    ours = sorted(f for f in api_files if f.rsplit("/", 1)[-1].startswith("rel-"))
+    for file_id in rng.sample(ours, min(2, len(ours))):
+        assert (root / "files" / file_id).read_bytes() == read_whole(store, file_id), file_id
+        parent = file_id.rsplit("/", 1)[0] + "/"
+        beside = {e.name for e in store.backend.listdir(layout.FILES + parent)}
+        assert set(os.listdir(root / "files" / parent)) == beside, parent
+    for name in store.shared_file_names():
+        if name.startswith("rel-"):
+            with store.read_shared_file_stream(name) as f:
+                assert (root / "shared" / name).read_bytes() == f.read(), name
+    jobs = sorted(j for j in store.job_ids() if j.startswith(CAMPAIGN_JOB + "-"))
+    for job_id in rng.sample(jobs, min(1, len(jobs))):
+        pickled = (root / "jobs" / job_id / "description.pickle").read_bytes()
+        assert pickled == store.load_job_bytes(job_id), job_id
 
 
 def campaign_jobs_left(store: JobStore) -> list[str]:
