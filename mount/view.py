@@ -360,8 +360,8 @@ class View:
             return self._object_attr(_checked(_log_key, rest[0]))
         return self._files_attr(rest)
 
-    def _dir(self, mtime_ns: int | None = None) -> Attr:
-        return Attr(True, DIR_MODE, 0, self.mount_time_ns if mtime_ns is None else mtime_ns)
+    def _dir(self) -> Attr:
+        return Attr(True, DIR_MODE, 0, self.mount_time_ns)
 
     def _object_attr(self, key: str, live: bool = False) -> Attr:
         try:
@@ -394,7 +394,9 @@ class View:
         job_id = rest[0]
         info = self._job_info(job_id)
         if len(rest) == 1:
-            return self._dir(int(info.mtime * 1e9))
+            # The mount's time, as in listings (which do not stat each job); the job's
+            # own time is on its description files.
+            return self._dir()
         name = rest[1]
         if name == DESCRIPTION_PICKLE:
             return _file_attr(info, live=True)
