@@ -232,6 +232,20 @@ def test_changes_show_within_a_second(populated: Populated, mounted: Mount,
     eventually(lambda: not (mp / "jobs" / str(job.jobStoreID)).exists())
 
 
+def test_timeout_option(local_locator: str, tmp_path: Path) -> None:
+    """-o timeout=0: the kernel caches no attribute, so a new size shows at once."""
+    store = JobStore(local_locator)
+    store.initialize(Config())
+    m = Mount(local_locator, tmp_path / "mnt", "-o", "timeout=0")
+    try:
+        for content in (b"1", b"12345", b"123"):
+            with store.write_shared_file_stream("pid.log") as f:
+                f.write(content)
+            assert os.stat(m / "shared" / "pid.log").st_size == len(content)
+    finally:
+        m.close()
+
+
 # ==================================================================== failures
 
 
@@ -297,6 +311,10 @@ def test_signals_unmount(local_locator: str, tmp_path: Path, signum: int) -> Non
     JobStore(local_locator).initialize(Config())
     m = Mount(local_locator, tmp_path / "mnt")
     try:
+        assert (m / "killflag").read_bytes() == b"NO\n"
+        # SIGUSR1 only writes every thread's stack to the log, for a daemon that hangs.
+        m.proc.send_signal(signal.SIGUSR1)
+        eventually(lambda: "most recent call first" in m.log_text())
         assert (m / "killflag").read_bytes() == b"NO\n"
         m.proc.send_signal(signum)
         assert m.proc.wait(15) == 0
