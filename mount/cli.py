@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from jobstore.locator import InvalidLocator, parse_locator
 from mount import daemon_lock_path, mount_device
 
 PROG = "jobstore"
@@ -78,7 +79,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _mount(args: argparse.Namespace) -> int:
+    # Paths are made absolute here: the daemon works from "/".
     args.mountpoint = os.path.realpath(args.mountpoint)
+    try:
+        args.locator = parse_locator(args.locator).canonical
+    except InvalidLocator as e:
+        raise CommandError(str(e)) from None
+    if args.log_file is not None:
+        args.log_file = os.path.abspath(args.log_file)
     for opt in ",".join(args.options).split(","):
         name, _, value = opt.partition("=")
         if name in FLAG_OPTIONS and not value:
@@ -147,11 +155,15 @@ def _daemonize(args: argparse.Namespace) -> int:
     os.chdir("/")
     code = 1
     try:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
+        # Away from the caller's terminal: input from nowhere, any other output
+        # (libfuse's messages with --debug) to the log.
         with open(os.devnull, "rb") as null:
             os.dup2(null.fileno(), 0)
         _setup_logging(args.log_level, log_file)
-        os.dup2(2, 1)
+        log_fd = os.open(log_file, os.O_WRONLY | os.O_APPEND)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
 
         def ready() -> None:
             os.write(write_end, READY)
@@ -172,19 +184,24 @@ def _default_log_file() -> Path:
 
 
 def _setup_logging(level: str, log_file: Path | None) -> None:
+    """Log to ``log_file`` (else stderr); SIGUSR1 and crashes write every thread's stack there."""
+    stream = sys.stderr
     if log_file is not None:
-        # Everything the process writes (libfuse's messages too) goes to the log.
-        fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.dup2(fd, 2)
-        os.close(fd)
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError as e:
+            raise CommandError(f"cannot open the log file {log_file}: {e.strerror}") from None
+        # Line-buffered and open for the process's life: faulthandler writes to its fd.
+        stream = os.fdopen(fd, "a", buffering=1)
     logging.basicConfig(
         level=level,
-        stream=sys.stderr,
+        stream=stream,
         format="%(asctime)s jobstore-mount[%(process)d] %(levelname)s %(name)s: %(message)s",
     )
-    # `kill -USR1 <daemon>` writes every thread's stack to the log, for hangs.
-    faulthandler.enable(sys.stderr)
-    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+    # `kill -USR1 <daemon>` shows where a hanging daemon is stuck.
+    faulthandler.enable(stream)
+    faulthandler.register(signal.SIGUSR1, file=stream, all_threads=True)
 
 
 # ================================================================ umount

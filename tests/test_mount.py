@@ -282,6 +282,8 @@ def test_bad_arguments_give_one_line_and_no_mount(local_locator: str, tmp_path: 
         ([local_locator, str(tmp_path / "missing")], "does not exist"),
         ([local_locator, str(tmp_path / "file")], "is not a directory"),
         ([local_locator, str(mp), "-o", "bogus"], "unknown mount option"),
+        ([local_locator, str(mp), "--log-file", str(tmp_path / "file" / "x.log")],
+         "cannot open the log file"),
     ]
     for args, reason in cases:
         for mode in ([], ["--foreground"]):
@@ -324,15 +326,16 @@ def test_signals_unmount(local_locator: str, tmp_path: Path, signum: int) -> Non
         m.close()
 
 
-def test_daemon_mode_and_umount(local_locator: str, tmp_path: Path) -> None:
-    """Without --foreground the command returns once mounted; umount waits for the daemon."""
-    JobStore(local_locator).initialize(Config())
+def test_daemon_mode_and_umount(tmp_path: Path) -> None:
+    """Without --foreground the command returns once mounted; umount waits for the daemon.
+    Relative paths mean what they mean where the command ran (the daemon works from /)."""
+    JobStore(f"local:{tmp_path}/store").initialize(Config())
     mp = tmp_path / "mnt"
     mp.mkdir()
     log = tmp_path / "daemon.log"
     try:
-        done = subprocess.run([JOBSTORE, "mount", local_locator, str(mp), "--log-file", str(log)],
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run([JOBSTORE, "mount", "local:store", "mnt", "--log-file", "daemon.log"],
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert done.returncode == 0 and done.stderr == "", done.stderr
         assert mount_device(str(mp)) is not None
         assert (mp / "killflag").read_bytes() == b"NO\n"
