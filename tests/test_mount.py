@@ -341,6 +341,10 @@ def test_daemon_mode_and_umount(tmp_path: Path) -> None:
         assert (mp / "killflag").read_bytes() == b"NO\n"
         pid = int(daemon_lock_path(str(mp)).read_text())
         assert "mounted" in log.read_text()
+        again = subprocess.run([JOBSTORE, "mount", "local:store", "mnt"], capture_output=True,
+                               text=True, timeout=60, cwd=tmp_path)
+        assert again.returncode == 1 and "another jobstore daemon serves" in again.stderr
+        assert (mp / "killflag").read_bytes() == b"NO\n"
         done = subprocess.run([JOBSTORE, "umount", str(mp)], capture_output=True, text=True,
                               timeout=60)
         assert done.returncode == 0, done.stderr
