@@ -141,20 +141,31 @@ def _raise_read_ahead(mountpoint: str) -> None:
 
 def serve(mountpoint: str, ready: Callable[[], None] | None = None) -> None:
     """Call ``ready``, then answer requests until the mount is unmounted or a stop signal
-    arrives; unmount however that ends (also when telling ``ready`` fails)."""
+    arrives; unmount however that ends (also when telling ``ready`` fails).
+
+    From here on a stop signal never kills the process outright: before serving
+    it is noted and acted on once serving starts, and once serving is over it is
+    ignored, so that the mount is always undone and the lock file removed.
+    """
+    noted: list[int] = []
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, lambda number, frame: noted.append(number))
     try:
         if ready is not None:
             ready()
-        trio.run(_serve, mountpoint)
+        trio.run(_serve, mountpoint, noted)
     finally:
+        # Stopping already; ignored (unlike a Python handler) until the very exit.
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
         # Unmounts when a signal (or an error) ended the loop; a no-op after `umount`.
         pyfuse3.close(unmount=True)
     logger.info("unmounted")
 
 
-async def _serve(mountpoint: str) -> None:
+async def _serve(mountpoint: str, noted: list[int]) -> None:
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_stop_on_signal)
+        nursery.start_soon(_stop_on_signal, noted)
         # Abandoned if the mount stops first: the stat would wait for an answer forever.
         nursery.start_soon(
             functools.partial(trio.to_thread.run_sync, abandon_on_cancel=True),
@@ -165,12 +176,19 @@ async def _serve(mountpoint: str) -> None:
         nursery.cancel_scope.cancel()
 
 
-async def _stop_on_signal() -> None:
+async def _stop_on_signal(noted: list[int]) -> None:
     with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
-        async for signum in signals:
-            logger.info("%s: unmounting", signal.Signals(signum).name)
-            pyfuse3.terminate()
+        if noted:  # it came before we listened
+            _stop(noted[0])
             return
+        async for signum in signals:
+            _stop(signum)
+            return
+
+
+def _stop(signum: int) -> None:
+    logger.info("%s: unmounting", signal.Signals(signum).name)
+    pyfuse3.terminate()
 
 
 def _one_line(exc: BaseException) -> str:

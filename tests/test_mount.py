@@ -322,8 +322,23 @@ def test_signals_unmount(local_locator: str, tmp_path: Path, signum: int) -> Non
         assert m.proc.wait(15) == 0
         assert mount_device(str(m.mountpoint)) is None
         assert "unmounted" in m.log_text()
+        assert not daemon_lock_path(str(m.mountpoint)).exists()
     finally:
         m.close()
+
+
+def test_a_signal_during_shutdown_changes_nothing(local_locator: str, tmp_path: Path) -> None:
+    """Unmounted from outside, then told to stop while shutting down: still a clean exit."""
+    JobStore(local_locator).initialize(Config())
+    for _ in range(3):
+        m = Mount(local_locator, tmp_path / "mnt")
+        try:
+            subprocess.run(["fusermount3", "-u", "-z", str(m.mountpoint)], check=True)
+            m.proc.send_signal(signal.SIGTERM)
+            assert m.proc.wait(15) == 0
+            assert not daemon_lock_path(str(m.mountpoint)).exists()
+        finally:
+            m.close()
 
 
 def test_daemon_mode_and_umount(tmp_path: Path) -> None:
