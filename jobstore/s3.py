@@ -79,7 +79,7 @@ MAX_ATTEMPTS = 8
 #: Attempts at reading one response body. botocore retries a request whose
 #: response never came, but not a body cut off mid-way (a reset or a proxy
 #: giving up): that is retried here, resuming where the data stopped.
-READ_ATTEMPTS = 5
+READ_ATTEMPTS = MAX_ATTEMPTS
 
 #: What a body cut off mid-way raises, depending on where urllib3 notices.
 _BODY_ERRORS = (BotoCoreError, Urllib3Error, ConnectionError)

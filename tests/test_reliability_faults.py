@@ -374,7 +374,7 @@ def test_truncated_get_is_retried(proxied: tuple[FaultProxy, str, JobStore]) -> 
     store = JobStore(locator)
     store.resume()
     proxy.kinds = ("truncate",)
-    proxy.rate = 0.5
+    proxy.rate = 0.25
     for _ in range(10):
         store.load_job(str(job.jobStoreID))
         parse_payload(read_whole(store, file_id))
