@@ -83,6 +83,13 @@ class Backend(ABC):
     def destroy(self) -> None:
         """Delete every object of the store; idempotent, safe to call again after a failure."""
 
+    def remove_debris(self) -> None:  # noqa: B027 - optional hook
+        """Remove what writers killed long ago left behind, where the backend can see it.
+
+        Called when a workflow restarts. Debris is never visible through the
+        other methods; this only gives the space back.
+        """
+
     def env(self) -> dict[str, str]:
         """Environment variables a worker on another machine needs to reach this backend."""
         return {}

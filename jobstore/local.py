@@ -27,7 +27,8 @@ from typing import BinaryIO
 from jobstore.backend import Backend, DirEntry, NotFound, ObjectInfo, StoreExists
 
 TMP_DIR = ".tmp"
-#: Temporary files older than this are debris of killed writers and are removed on resume.
+#: Temporary files older than this are debris of killed writers, removed when a workflow
+#: restarts. A day, because a worker of the old run may still be copying a huge file.
 STALE_TMP_SECONDS = 24 * 3600
 _COPY_CHUNK = 8 * 1024 * 1024
 _DIR_MODE = 0o700
@@ -75,7 +76,10 @@ class LocalBackend(Backend):
                     raise
                 time.sleep(0.1 * (attempt + 1))
 
-    def remove_stale_temporaries(self, older_than: float = STALE_TMP_SECONDS) -> None:
+    def remove_debris(self) -> None:
+        self.remove_stale_temporaries(STALE_TMP_SECONDS)
+
+    def remove_stale_temporaries(self, older_than: float) -> None:
         """Delete what writers and deleters killed long ago left behind.
 
         Files are half-written objects; directories are subtrees that

@@ -70,6 +70,8 @@ STREAM_PARTS = 3
 TRANSFER_THREADS = 8
 #: Requests worth running side by side (``JobStore.jobs()`` loads this many at once).
 CONCURRENCY = 16
+#: Unfinished multipart uploads older than this are debris of killed writers (see local.py).
+STALE_UPLOAD_SECONDS = 24 * 3600
 #: S3's limit on keys per DeleteObjects request.
 DELETE_BATCH = 1000
 #: Lifetime of presigned URLs (SigV4 allows up to a week; temporary credentials end sooner).
@@ -309,10 +311,22 @@ class S3Backend(Backend):
         missing bucket or an empty prefix is nothing to do.
         """
         self.delete_prefix("")
+        self._abort_uploads(started_before=None)
+
+    def remove_debris(self) -> None:
+        """Abort multipart uploads that writers killed long ago left open (S3 bills them)."""
+        self._abort_uploads(started_before=time.time() - STALE_UPLOAD_SECONDS)
+
+    def _abort_uploads(self, started_before: float | None) -> None:
         paginator = self.client.get_paginator("list_multipart_uploads")
         with self._errors("LIST-UPLOADS", "", missing_ok=True):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
                 for upload in page.get("Uploads", []):
+                    initiated = upload.get("Initiated")
+                    if started_before is not None and (
+                        initiated is None or initiated.timestamp() >= started_before
+                    ):
+                        continue
                     with self._errors("ABORT", upload["Key"], missing_ok=True):
                         self.client.abort_multipart_upload(
                             Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]

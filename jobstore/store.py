@@ -106,9 +106,6 @@ class JobStore(AbstractJobStore, HintedJobStore):
         except NoSuchFileException:
             raise NoSuchJobStoreException(self.locator, self._parsed.scheme) from None
         self.backend.configure(self.config)
-        cleanup = getattr(self.backend, "remove_stale_temporaries", None)
-        if cleanup is not None:
-            cleanup()
 
     def destroy(self) -> None:
         self.backend.destroy()
@@ -223,6 +220,8 @@ class JobStore(AbstractJobStore, HintedJobStore):
     ) -> JobDescription:
         root = super().clean(jobCache)
         self._delete_orphaned_job_files()
+        # Here, not in resume(): every worker and the read-only FUSE view resume too.
+        self.backend.remove_debris()
         return root
 
     def _delete_orphaned_job_files(self) -> None:

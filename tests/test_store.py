@@ -57,8 +57,9 @@ def new_job(store: JobStore, name: str = "job") -> JobDescription:
     return job
 
 
-def local_file(directory: Path, content: bytes, executable: bool = False,
-               name: str | None = None) -> str:
+def local_file(
+    directory: Path, content: bytes, executable: bool = False, name: str | None = None
+) -> str:
     path = directory / (name or uuid.uuid4().hex)
     path.write_bytes(content)
     path.chmod(0o755 if executable else 0o644)
@@ -98,8 +99,9 @@ def changes_nothing(store: JobStore, what: str) -> Iterator[None]:
     assert snapshot(store) == before, f"{what} changed the store or its surroundings"
 
 
-def assert_rejected(store: JobStore, call: Callable[[], object], errors: tuple[type, ...],
-                    what: str) -> None:
+def assert_rejected(
+    store: JobStore, call: Callable[[], object], errors: tuple[type, ...], what: str
+) -> None:
     """``call`` raises one of ``errors`` with a message, and leaves everything as it was."""
     with changes_nothing(store, what):
         with pytest.raises(errors) as info:
@@ -229,8 +231,9 @@ BAD_JOB_IDS: list[Any] = ["../x", "a/b", "", "\x00", "a\x00b", "j" * 300, ".", "
 Operations = dict[str, Callable[[Any], object]]
 
 
-def check_all_rejected(store: JobStore, values: list[Any], operations: Operations,
-                       errors: tuple[type, ...], kind: str) -> None:
+def check_all_rejected(
+    store: JobStore, values: list[Any], operations: Operations, errors: tuple[type, ...], kind: str
+) -> None:
     for value in values:
         for name, operation in operations.items():
             assert_rejected(store, partial(operation, value), errors, f"{name}({kind} {value!r})")
@@ -277,10 +280,25 @@ def test_bad_job_ids_are_rejected_and_change_nothing(store: JobStore, tmp_path: 
     assert store.load_job(real.jobStoreID).jobName == "job"
 
 
-BAD_FILE_IDS = ["../../etc/passwd", "/abs", "/etc/passwd", "a/../b", "a//b", "a/", "./a", "..",
-                ".", "", "a\x00b", "\x00", "x" * 2000, "n" * 300, "a/" + "n" * 300,
-                # Under 1,024 characters but over 1,024 bytes: too long for an S3 key.
-                "/".join(["\N{SNOWMAN}" * 80] * 10)]
+BAD_FILE_IDS = [
+    "../../etc/passwd",
+    "/abs",
+    "/etc/passwd",
+    "a/../b",
+    "a//b",
+    "a/",
+    "./a",
+    "..",
+    ".",
+    "",
+    "a\x00b",
+    "\x00",
+    "x" * 2000,
+    "n" * 300,
+    "a/" + "n" * 300,
+    # Under 1,024 characters but over 1,024 bytes: too long for an S3 key.
+    "/".join(["\N{SNOWMAN}" * 80] * 10),
+]
 
 
 def file_id_operations(store: JobStore, tmp_path: Path) -> Operations:
@@ -322,14 +340,26 @@ def test_missing_files_are_errors_that_change_nothing(store: JobStore, tmp_path:
     store.delete_file(hinted_gone)
     real = store.write_file(local_file(tmp_path, b"real"))
     hinted_real = _write_stream(store, hints=["wf", "task"])
-    missing = [gone, hinted_gone, layout.new_file_id("x"), "wf/files/x", "wf/x",
-               # Prefixes of real IDs (directories on local:) and paths below real files.
-               real.rsplit("/", 1)[0], "@anon", "@job", real + "/x",
-               hinted_real.rsplit("/", 1)[0], "wf", hinted_real + "/x"]
+    missing = [
+        gone,
+        hinted_gone,
+        layout.new_file_id("x"),
+        "wf/files/x",
+        "wf/x",
+        # Prefixes of real IDs (directories on local:) and paths below real files.
+        real.rsplit("/", 1)[0],
+        "@anon",
+        "@job",
+        real + "/x",
+        hinted_real.rsplit("/", 1)[0],
+        "wf",
+        hinted_real + "/x",
+    ]
     # The caller's path for read_file is a link: a failed read must not remove it.
     (tmp_path / "target").symlink_to(tmp_path)
-    check_all_rejected(store, missing, file_id_operations(store, tmp_path),
-                       (NoSuchFileException,), "missing file")
+    check_all_rejected(
+        store, missing, file_id_operations(store, tmp_path), (NoSuchFileException,), "missing file"
+    )
     assert (tmp_path / "target").is_symlink()
     for file_id in missing:
         with changes_nothing(store, f"delete_file({file_id!r})"):
@@ -361,12 +391,21 @@ def test_failed_writes_leave_nothing(store: JobStore, tmp_path: Path) -> None:
     directory = str(tmp_path)
     for source in (missing, directory):
         for kwargs in ({}, {"hints": ["wf", "task"]}, {"job_id": job.jobStoreID, "cleanup": True}):
-            assert_rejected(store, partial(store.write_file, source, **kwargs), (OSError,),
-                            f"write_file({source!r}, {kwargs})")
-        assert_rejected(store, partial(store.update_file, real, source), (OSError,),
-                        f"update_file({source!r})")
-        assert_rejected(store, partial(store.import_file, Path(source).as_uri()), (OSError,),
-                        f"import_file({source!r})")
+            assert_rejected(
+                store,
+                partial(store.write_file, source, **kwargs),
+                (OSError,),
+                f"write_file({source!r}, {kwargs})",
+            )
+        assert_rejected(
+            store, partial(store.update_file, real, source), (OSError,), f"update_file({source!r})"
+        )
+        assert_rejected(
+            store,
+            partial(store.import_file, Path(source).as_uri()),
+            (OSError,),
+            f"import_file({source!r})",
+        )
     assert read(store, real) == b"kept"
 
     # A stream whose writer fails stores no file (its ID was handed out, so it stays claimed).
@@ -392,8 +431,9 @@ def test_concurrent_hinted_writes_get_distinct_ids(store: JobStore, other: JobSt
             with lock:
                 ids.append(file_id)
 
-    threads = [threading.Thread(target=write, args=(s, n))
-               for n, s in enumerate([store, other] * 4)]
+    threads = [
+        threading.Thread(target=write, args=(s, n)) for n, s in enumerate([store, other] * 4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -413,9 +453,26 @@ def test_hostile_job_names_give_valid_ids(store: JobStore) -> None:
 
 
 WEIRD_BASENAMES = [
-    "..", ".", "/", "a/b", "../../escape", "\x00", "nul\x00inside", "new\nline", "tab\there",
-    " spaced ", "ünïcödé 🙂.txt", "日本語のファイル", "\u202eevil.txt", "\udcff-undecodable",
-    "-leading-dash", "@anon", "files", "x" * 400, "é" * 150, "",
+    "..",
+    ".",
+    "/",
+    "a/b",
+    "../../escape",
+    "\x00",
+    "nul\x00inside",
+    "new\nline",
+    "tab\there",
+    " spaced ",
+    "ünïcödé 🙂.txt",
+    "日本語のファイル",
+    "\u202eevil.txt",
+    "\udcff-undecodable",
+    "-leading-dash",
+    "@anon",
+    "files",
+    "x" * 400,
+    "é" * 150,
+    "",
 ]
 
 
@@ -433,9 +490,13 @@ def test_weird_basenames_are_stored_safely(
         for file_id in (fid, empty):
             layout.check_path(file_id, "file ID")
             last = file_id.rsplit("/", 1)[-1]
-            if basename.isprintable() and basename == basename.strip() and basename not in (
-                "", ".", ".."
-            ) and "/" not in basename and len(basename.encode()) <= layout.MAX_BASENAME_BYTES:
+            if (
+                basename.isprintable()
+                and basename == basename.strip()
+                and basename not in ("", ".", "..")
+                and "/" not in basename
+                and len(basename.encode()) <= layout.MAX_BASENAME_BYTES
+            ):
                 assert last == basename, f"{basename!r} did not round-trip: {file_id!r}"
             else:
                 assert last and last not in (".", ".."), file_id
@@ -464,8 +525,12 @@ def test_weird_import_file_names_are_stored_safely(store: JobStore, tmp_path: Pa
 
 @pytest.mark.parametrize(
     "hints",
-    [["..", "a/b", "files", "deleted", "\x00", "ünï", "x" * 500, ".", "", "/"],
-     ["files", "deleted", ".."], ["/"], ["a" * 200]],
+    [
+        ["..", "a/b", "files", "deleted", "\x00", "ünï", "x" * 500, ".", "", "/"],
+        ["files", "deleted", ".."],
+        ["/"],
+        ["a" * 200],
+    ],
 )
 def test_hostile_hints_give_safe_ids(store: JobStore, tmp_path: Path, hints: list[str]) -> None:
     ids = [_write_stream(store, hints=hints, basename="same") for _ in range(3)]
@@ -723,8 +788,9 @@ def test_local_file_imports_link_only_when_configured(local_locator: str, tmp_pa
         assert source.read_bytes() == b"changed after import"  # destroy never follows links
 
 
-def test_relative_local_locator_is_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                            toil_config: Config) -> None:
+def test_relative_local_locator_is_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toil_config: Config
+) -> None:
     monkeypatch.chdir(tmp_path)
     store = JobStore("local:rel/store")
     assert store.locator == f"local:{tmp_path / 'rel' / 'store'}"
@@ -733,3 +799,28 @@ def test_relative_local_locator_is_absolute(tmp_path: Path, monkeypatch: pytest.
     resumed = JobStore(store.locator)
     resumed.resume()
     store.destroy()
+
+
+def test_restart_clears_old_debris_and_keeps_writes_in_flight(
+    store: JobStore, tmp_path: Path
+) -> None:
+    """clean() (run by Toil on --restart, never by workers or the mount) gives space back.
+
+    What a killed writer left a day ago goes; what a live writer is writing now stays.
+    """
+    root = new_job(store, "root")
+    store.set_root_job(str(root.jobStoreID))
+    with store.backend.writer("files/in-flight") as live:
+        live.write(b"half")
+        if is_local(store):
+            tmp = Path(store.backend.root) / ".tmp"  # type: ignore[attr-defined]
+            old = tmp / "old-debris"
+            old.write_bytes(b"left by a killed writer")
+            day_ago = time.time() - 2 * 24 * 3600
+            os.utime(old, (day_ago, day_ago))
+        store.clean()
+        if is_local(store):
+            assert not old.exists()
+            assert len(list(tmp.iterdir())) == 1, "the live writer's file must stay"
+        live.write(b" and the rest")
+    assert store.backend.get_bytes("files/in-flight") == b"half and the rest"
