@@ -364,14 +364,23 @@ class JobStore(AbstractJobStore, HintedJobStore):
     def read_file_stream(
         self, file_id: str, encoding: str | None = None, errors: str | None = None
     ) -> Iterator[IO[Any]]:
-        try:
-            with self.backend.reader(self._file_key(file_id)) as f:
-                if encoding is None:
-                    yield f
-                else:
-                    yield io.TextIOWrapper(f, encoding=encoding, errors=errors)
-        except NotFound:
-            raise NoSuchFileException(file_id) from None
+        with self._read_stream(self._file_key(file_id), file_id, encoding, errors) as f:
+            yield f
+
+    @contextlib.contextmanager
+    def _read_stream(
+        self, key: str, name: str, encoding: str | None, errors: str | None
+    ) -> Iterator[IO[Any]]:
+        """Open ``key`` for reading; only a missing object becomes NoSuchFileException(name).
+
+        Errors raised by the caller's own block pass through untouched.
+        """
+        with contextlib.ExitStack() as stack:
+            try:
+                f = stack.enter_context(self.backend.reader(key))
+            except NotFound:
+                raise NoSuchFileException(name) from None
+            yield f if encoding is None else io.TextIOWrapper(f, encoding=encoding, errors=errors)
 
     def delete_file(self, file_id: str) -> None:
         key = self._file_key(file_id)
@@ -495,14 +504,9 @@ class JobStore(AbstractJobStore, HintedJobStore):
         encoding: str | None = None,
         errors: str | None = None,
     ) -> Iterator[IO[Any]]:
-        try:
-            with self.backend.reader(self._shared_key(shared_file_name)) as f:
-                if encoding is None:
-                    yield f
-                else:
-                    yield io.TextIOWrapper(f, encoding=encoding, errors=errors)
-        except NotFound:
-            raise NoSuchFileException(shared_file_name) from None
+        key = self._shared_key(shared_file_name)
+        with self._read_stream(key, shared_file_name, encoding, errors) as f:
+            yield f
 
     def get_shared_public_url(self, shared_file_name: str) -> str:
         try:
