@@ -60,15 +60,22 @@ def record(section: str, name: str, **figures: object) -> None:
 
 @dataclass
 class Deadline:
-    """A count and a time budget, whichever runs out first."""
+    """A count and a time budget, whichever runs out first, but at least ``minimum`` rounds.
+
+    The minimum keeps a loaded machine from turning a test into one that proves
+    nothing; pytest-timeout still bounds the whole.
+    """
 
     count: int
     seconds: float
+    minimum: int = 3
     done: int = 0
     started: float = field(default_factory=time.monotonic)
 
     def more(self) -> bool:
-        return self.done < self.count and time.monotonic() - self.started < self.seconds
+        if self.done >= self.count:
+            return False
+        return self.done < self.minimum or time.monotonic() - self.started < self.seconds
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -351,3 +358,111 @@ def sweep_debris(store: JobStore) -> int:
             Bucket=backend.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
         )
     return len(uploads)
+
+
+# ------------------------------------------------------------------- figures
+
+
+def table(lines: list[dict[str, Any]]) -> str:
+    """The figures of one run as the Markdown table of docs/RELIABILITY.md."""
+    by: dict[tuple[str, str], dict[str, Any]] = {(d["section"], d["name"]): d for d in lines}
+
+    def get(section: str, name: str, fmt: str) -> str:
+        d = by.get((section, name))
+        return fmt.format(**d) if d else "n/a"
+
+    rows = []
+    paths = sorted({d["path"] for d in lines if d["section"] == "kill"}, key=_PATH_ORDER.index)
+    for path in paths:
+        rows.append(
+            (
+                f"SIGKILLed writers: `{path}` (kills, of which inside the call)",
+                get("kill", f"local:{path}", "{kills} ({in_call})"),
+                get("kill", f"s3:{path}", "{kills} ({in_call})"),
+            )
+        )
+    restarts = {
+        b: sum(d["restarts"] for d in lines if d["section"] == "restart" and d["backend"] == b)
+        for b in ("local", "s3")
+    }
+    rows.append(("Killed Toil leaders restarted to the right result", *map(str, restarts.values())))
+    rows.append(
+        (
+            "Concurrency: processes x operations (log messages read once)",
+            get("concurrency", "local", "{processes} x {ops_per_process} ({log_messages})"),
+            get("concurrency", "s3", "{processes} x {ops_per_process} ({log_messages})"),
+        )
+    )
+    rows.append(
+        (
+            "S3 faults: injected / requests, over operations (operations failed clearly)",
+            "n/a",
+            get("faults", "operations", "{faults} / {requests} ({failed_clearly} of {operations})"),
+        )
+    )
+    rows.append(
+        (
+            "S3 faults: injected / requests, during a Toil workflow that completed",
+            "n/a",
+            get("faults", "workflow", "{faults} / {requests}"),
+        )
+    )
+    rows.append(
+        (
+            "Full disk: writes refused with ENOSPC, store intact (blocks / inodes)",
+            f"{get('disk', 'blocks', '{enospc_failures}')} / "
+            f"{get('disk', 'inodes', '{enospc_failures}')}",
+            "n/a",
+        )
+    )
+    bad = {
+        b: sum(
+            d["inputs"]
+            for d in lines
+            if d["section"] == "badinput" and d["name"].split(":")[1:2] == [b]
+        )
+        for b in ("local", "s3")
+    }
+    rows.append(("Bad inputs: hostile names and sizes tried", str(bad["local"]), str(bad["s3"])))
+    rows.append(
+        (
+            "Bad inputs: locators / requests to a mount",
+            f"{get('badinput', 'locators', '{inputs}')} / "
+            f"{get('badinput', 'mount_requests', '{inputs}')}",
+            "n/a",
+        )
+    )
+    rows.append(
+        (
+            "Security: objects an unprivileged user could read / public objects",
+            get("security", "local", "{readable_by_others} of {objects_probed}"),
+            " + ".join(
+                get("security", n, "{public} of {objects_checked}")
+                for n in ("s3:existing-bucket", "s3:new-bucket")
+            ),
+        )
+    )
+    lost = sum(d.get("bytes_lost", 0) for d in lines)
+    out = ["| Campaign | `local:` | `s3:` |", "|---|---:|---:|"]
+    out += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    out.append(f"| **Bytes lost or corrupted, all campaigns** | **{lost}** | **{lost}** |")
+    return "\n".join(out)
+
+
+_PATH_ORDER = [
+    "write_file",
+    "write_file_stream",
+    "update_file",
+    "update_file_stream",
+    "update_job",
+    "create_job",
+    "write_shared_file_stream",
+    "write_logs",
+    "delete_job",
+]
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1], encoding="utf-8") as f:
+        figures = [json.loads(line) for line in f if line.strip()]
+    print(table(figures))
