@@ -220,6 +220,9 @@ class _NewFiles(Campaign):
             assert found.get(seq) == file_id, f"finished write {seq} ({file_id}) is missing"
         extra = set(found) - set(view.ended)
         assert extra <= ({view.inflight[0]} if view.inflight else set()), extra
+        if view.inflight and view.inflight[1]:  # a stream cut short: there, or not at all
+            inflight_id = str(view.inflight[1])
+            assert store.file_exists(inflight_id) == (inflight_id in found.values())
         for file_id in found.values():
             store.delete_file(file_id)
 
@@ -258,8 +261,8 @@ class WriteFileStream(_NewFiles):
         data: bytes,
         where: dict[str, Any],
     ) -> None:
-        journal.begin(seq)
         with store.write_file_stream(basename=basename, **where) as (f, file_id):
+            journal.begin(seq, str(file_id))  # the ID is known before the file exists
             write_chunked(f, data)
         journal.end(seq, str(file_id))
 
@@ -541,8 +544,8 @@ CAMPAIGNS: dict[str, type[Campaign]] = {
         UpdateJob,
         CreateJob,
         WriteSharedFileStream,
-        WriteLogs,
         DeleteJob,
+        WriteLogs,  # last: the messages it leaves make every later listing longer
     )
 }
 
