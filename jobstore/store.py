@@ -360,12 +360,10 @@ class JobStore(AbstractJobStore, HintedJobStore):
         except NotFound:
             raise NoSuchFileException(file_id) from None
 
-    @contextlib.contextmanager
     def read_file_stream(
         self, file_id: str, encoding: str | None = None, errors: str | None = None
-    ) -> Iterator[IO[Any]]:
-        with self._read_stream(self._file_key(file_id), file_id, encoding, errors) as f:
-            yield f
+    ) -> contextlib.AbstractContextManager[IO[Any]]:
+        return self._read_stream(self._file_key(file_id), file_id, encoding, errors)
 
     @contextlib.contextmanager
     def _read_stream(
@@ -375,12 +373,15 @@ class JobStore(AbstractJobStore, HintedJobStore):
 
         Errors raised by the caller's own block pass through untouched.
         """
-        with contextlib.ExitStack() as stack:
-            try:
-                f = stack.enter_context(self.backend.reader(key))
-            except NotFound:
-                raise NoSuchFileException(name) from None
-            yield f if encoding is None else io.TextIOWrapper(f, encoding=encoding, errors=errors)
+        opened = False  # cheaper than an ExitStack on this hot path
+        try:
+            with self.backend.reader(key) as f:
+                opened = True
+                yield f if encoding is None else io.TextIOWrapper(f, encoding, errors)
+        except NotFound:
+            if opened:
+                raise
+            raise NoSuchFileException(name) from None
 
     def delete_file(self, file_id: str) -> None:
         key = self._file_key(file_id)
@@ -497,16 +498,14 @@ class JobStore(AbstractJobStore, HintedJobStore):
         with self.backend.writer(key) as f, _text(f, encoding, errors) as t:
             yield t
 
-    @contextlib.contextmanager
     def read_shared_file_stream(
         self,
         shared_file_name: str,
         encoding: str | None = None,
         errors: str | None = None,
-    ) -> Iterator[IO[Any]]:
+    ) -> contextlib.AbstractContextManager[IO[Any]]:
         key = self._shared_key(shared_file_name)
-        with self._read_stream(key, shared_file_name, encoding, errors) as f:
-            yield f
+        return self._read_stream(key, shared_file_name, encoding, errors)
 
     def get_shared_public_url(self, shared_file_name: str) -> str:
         try:

@@ -122,7 +122,7 @@ class Inputs:
     small: list[Path]
     stream_block: bytes
     shared_block: bytes
-    out: Path  # where read_file puts its copies (same file system as the stores)
+    base: Path  # the scratch directory, where read_file's copies go too
 
 
 @dataclass
@@ -276,7 +276,8 @@ def bench_files(
 ) -> None:
     """Small files, streams, shared files and logs, in stores that hold the N jobs."""
     slice_files = max(1, files // 20)
-    outs = {kind: inputs.out / f"{kind.strip(':')}-{os.urandom(4).hex()}" for kind in KINDS}
+    # Like the stores, on fresh inodes and kept until the run ends.
+    outs = {kind: fresh_root(inputs.base, "read-" + kind.strip(":")) for kind in KINDS}
     for out in outs.values():
         out.mkdir()
     srcs = [str(inputs.small[i % len(inputs.small)]) for i in range(files)]
@@ -377,9 +378,6 @@ def bench_files(
                 for file_id in chunk:
                     store.delete_file(file_id)
     phase.done()
-
-    for out in outs.values():
-        shutil.rmtree(out)
 
 
 # ------------------------------------------------------------------ large file
@@ -669,9 +667,7 @@ def main(argv: list[str] | None = None) -> int:
             path = inputs_dir / f"small{i}.dat"
             path.write_bytes(os.urandom(SMALL_FILE_BYTES))
             small.append(path)
-        out_dir = base / "out"
-        out_dir.mkdir()
-        inputs = Inputs(small, os.urandom(STREAM_BYTES), os.urandom(SHARED_FILE_BYTES), out_dir)
+        inputs = Inputs(small, os.urandom(STREAM_BYTES), os.urandom(SHARED_FILE_BYTES), base)
 
         file_missing_timed = args.skip_missing_wait
         for n in args.n:
