@@ -42,6 +42,7 @@ class LocalBackend(Backend):
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
         self._tmp = os.path.join(self.root, TMP_DIR)
+        self._root_slash = os.path.join(self.root, "")
         self._fsync = _fsync_enabled()
 
     def __repr__(self) -> str:
@@ -100,7 +101,7 @@ class LocalBackend(Backend):
     # ---------------------------------------------------------------- paths
 
     def _path(self, key: str) -> str:
-        return os.path.join(self.root, key)
+        return self._root_slash + key  # keys are relative and checked: no os.path.join per call
 
     def local_path(self, key: str) -> str:
         return self._path(key)
