@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from jobstore.layout import MAX_FILE_ID
+
 if TYPE_CHECKING:
     from jobstore.backend import Backend
 
@@ -18,6 +20,10 @@ SCHEMES = ("local", "s3")
 
 # S3's own bucket naming rules (lowercase, digits, dots, hyphens; 3-63 characters).
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+#: Longest file name (bytes) that Linux file systems accept, and longest store path: what
+#: leaves room, within Linux's 4,095-byte paths, for the longest key below it.
+_NAME_MAX = 255
+_ROOT_MAX = 4095 - len("/files/") - MAX_FILE_ID
 
 
 class InvalidLocator(ValueError):
@@ -61,11 +67,14 @@ def parse_locator(locator: str) -> Locator:
     if scheme == "local":
         if not rest:
             raise InvalidLocator("local: needs a path, as in local:/tmp/run1")
+        path = os.path.abspath(os.path.expanduser(rest))
         try:
-            os.fsencode(rest)
+            encoded = os.fsencode(path)
         except UnicodeEncodeError:
             raise InvalidLocator(f"not a path this system can name: {locator!r}") from None
-        return Locator("local", os.path.abspath(os.path.expanduser(rest)))
+        if len(encoded) > _ROOT_MAX or max(map(len, encoded.split(b"/"))) > _NAME_MAX:
+            raise InvalidLocator(f"path too long for a file system: {locator[:80]!r}...")
+        return Locator("local", path)
     if scheme == "s3":
         rest = rest.removeprefix("//")
         bucket, _, prefix = rest.partition("/")
