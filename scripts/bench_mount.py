@@ -34,7 +34,7 @@ from toil.common import Config
 from toil.job import JobDescription
 
 from jobstore import JobStore
-from mount import mount_device
+from jobstore.mount import mount_device
 
 JOBSTORE = os.path.join(os.path.dirname(sys.executable), "jobstore")
 CHUNK = 2**20
@@ -153,24 +153,43 @@ def bench_large(base: Path, mib: int, repeat: int, verdicts: Verdicts) -> str:
             api.add(read_api(store, file_id))
             warm.add(read_through(path))
     size = mib * CHUNK
-    table = Table(f"Sequential read of a {mib} MiB stored file ({repeat} repeats, medians)",
-                  ["reader", "time", "throughput", "vs API", f">= {READ_RATIO_TARGET}x"])
-    table.row("read_file_stream (API)", fmt_seconds(api.median), fmt_bytes_rate(size * api.rate),
-              "1.00x", "")
+    table = Table(
+        f"Sequential read of a {mib} MiB stored file ({repeat} repeats, medians)",
+        ["reader", "time", "throughput", "vs API", f">= {READ_RATIO_TARGET}x"],
+    )
+    table.row(
+        "read_file_stream (API)",
+        fmt_seconds(api.median),
+        fmt_bytes_rate(size * api.rate),
+        "1.00x",
+        "",
+    )
     for name, samples in (("mount, cold", cold), ("mount, warm", warm)):
         ratio = api.median / samples.median
-        table.row(name, fmt_seconds(samples.median), fmt_bytes_rate(size * samples.rate),
-                  fmt_ratio(ratio),
-                  verdicts.check(ratio >= READ_RATIO_TARGET, f"{name} read at {ratio:.2f}x")
-                  if name.endswith("warm") else "")
+        table.row(
+            name,
+            fmt_seconds(samples.median),
+            fmt_bytes_rate(size * samples.rate),
+            fmt_ratio(ratio),
+            verdicts.check(ratio >= READ_RATIO_TARGET, f"{name} read at {ratio:.2f}x")
+            if name.endswith("warm")
+            else "",
+        )
     return table.render()
 
 
 def bench_jobs(base: Path, counts: list[int], repeat: int, verdicts: Verdicts) -> str:
     table = Table(
         f"Job listings and stats ({repeat} repeats of the warm figures, medians)",
-        ["jobs", "ls -l cold", "ls -l warm", "peak RSS", "stat, first", "stat, cached",
-         "peak RSS after"],
+        [
+            "jobs",
+            "ls -l cold",
+            "ls -l warm",
+            "peak RSS",
+            "stat, first",
+            "stat, cached",
+            "peak RSS after",
+        ],
     )
     for n in counts:
         print(f"  creating {n:,} jobs", file=sys.stderr, flush=True)
@@ -199,28 +218,48 @@ def bench_jobs(base: Path, counts: list[int], repeat: int, verdicts: Verdicts) -
             rss = peak_rss_mb(pid)
         ls_note = ""
         if n == LS_JOBS:
-            ls_note = " " + verdicts.check(warm.median < LS_TARGET_S,
-                                           f"ls -l of {n:,} jobs took {warm.median:.2f} s")
+            ls_note = " " + verdicts.check(
+                warm.median < LS_TARGET_S, f"ls -l of {n:,} jobs took {warm.median:.2f} s"
+            )
         rss_note = ""
         if n == RSS_JOBS:
             rss_note = " " + verdicts.check(
                 listed_rss < RSS_TARGET_MB,
-                f"daemon peak RSS {listed_rss:.0f} MB after listing {n:,} jobs")
-        table.row(f"{n:,}", fmt_seconds(cold), fmt_seconds(warm.median) + ls_note,
-                  f"{listed_rss:.0f} MB{rss_note}", fmt_rate(first.rate), fmt_rate(cached.rate),
-                  f"{rss:.0f} MB")
+                f"daemon peak RSS {listed_rss:.0f} MB after listing {n:,} jobs",
+            )
+        table.row(
+            f"{n:,}",
+            fmt_seconds(cold),
+            fmt_seconds(warm.median) + ls_note,
+            f"{listed_rss:.0f} MB{rss_note}",
+            fmt_rate(first.rate),
+            fmt_rate(cached.rate),
+            f"{rss:.0f} MB",
+        )
         store.destroy()
     return table.render()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = arg_parser(__doc__.split("\n", 1)[0])
-    parser.add_argument("--large-mib", type=int, default=1024,
-                        help="size of the large-file read in MiB (default 1024; 0 skips it)")
-    parser.add_argument("--ls-jobs", type=int, default=LS_JOBS,
-                        help=f"also list this many jobs (default {LS_JOBS:,}; 0: only --n)")
-    parser.add_argument("--rss-jobs", type=int, default=RSS_JOBS,
-                        help=f"also list this many jobs (default {RSS_JOBS:,}; 0: only --n)")
+    parser.add_argument(
+        "--large-mib",
+        type=int,
+        default=1024,
+        help="size of the large-file read in MiB (default 1024; 0 skips it)",
+    )
+    parser.add_argument(
+        "--ls-jobs",
+        type=int,
+        default=LS_JOBS,
+        help=f"also list this many jobs (default {LS_JOBS:,}; 0: only --n)",
+    )
+    parser.add_argument(
+        "--rss-jobs",
+        type=int,
+        default=RSS_JOBS,
+        help=f"also list this many jobs (default {RSS_JOBS:,}; 0: only --n)",
+    )
     args = parser.parse_args(argv)
 
     out = [f"bench_mount: the FUSE view of local:  {machine_note()}\n"]

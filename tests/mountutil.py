@@ -19,7 +19,7 @@ from toil.common import Config
 from toil.job import JobDescription
 
 from jobstore import JobStore
-from mount import mount_device
+from jobstore.mount import mount_device
 
 JOBSTORE = os.path.join(os.path.dirname(sys.executable), "jobstore")
 MOUNT_TIMEOUT = 30.0
@@ -39,8 +39,9 @@ class Populated:
 
 def new_job(store: JobStore, name: str, **requirements: object) -> JobDescription:
     reqs = {"memory": 2**20, "cores": 1, "disk": 2**20, "preemptible": False, **requirements}
-    job = JobDescription(requirements=reqs, jobName=name, unitName=f"{name}-unit",
-                         displayName=f"{name} display")
+    job = JobDescription(
+        requirements=reqs, jobName=name, unitName=f"{name}-unit", displayName=f"{name} display"
+    )
     store.assign_job_id(job)
     return job
 
@@ -72,8 +73,9 @@ def populate(locator: str, workdir: Path) -> Populated:
     write("hinted.bin", bytes(range(256)) * 40, False, hints=["align", "sample 1"])
     write("résumé data.txt", "ünïcode\n".encode(), False)
     write("empty", b"", False)
-    log_id = write("failure.log", b"Traceback: it failed\n", False,
-                   job_id=parent.jobStoreID, cleanup=True)
+    log_id = write(
+        "failure.log", b"Traceback: it failed\n", False, job_id=parent.jobStoreID, cleanup=True
+    )
     parent.logJobStoreFileID = log_id
     store.update_job(parent)
 
@@ -82,8 +84,14 @@ def populate(locator: str, workdir: Path) -> Populated:
     logs = [f"message {i}".encode() for i in range(3)]
     for message in logs:
         store.write_logs(message)
-    return Populated(store, [*(c.jobStoreID for c in children), parent.jobStoreID],
-                     str(parent.jobStoreID), log_id, files, logs)
+    return Populated(
+        store,
+        [*(c.jobStoreID for c in children), parent.jobStoreID],
+        str(parent.jobStoreID),
+        log_id,
+        files,
+        logs,
+    )
 
 
 class Mount:
@@ -94,9 +102,19 @@ class Mount:
         self.log = mountpoint.parent / f"{mountpoint.name}.log"
         mountpoint.mkdir(exist_ok=True)
         self.proc = subprocess.Popen(
-            [JOBSTORE, "mount", locator, str(mountpoint), "--foreground",
-             "--log-file", str(self.log), *args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            [
+                JOBSTORE,
+                "mount",
+                locator,
+                str(mountpoint),
+                "--foreground",
+                "--log-file",
+                str(self.log),
+                *args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         deadline = time.monotonic() + MOUNT_TIMEOUT
         while mount_device(str(mountpoint)) is None:
@@ -116,8 +134,9 @@ class Mount:
 
     def close(self) -> None:
         if mount_device(str(self.mountpoint)) is not None:
-            subprocess.run(["fusermount3", "-u", "-z", str(self.mountpoint)], check=False,
-                           capture_output=True)
+            subprocess.run(
+                ["fusermount3", "-u", "-z", str(self.mountpoint)], check=False, capture_output=True
+            )
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

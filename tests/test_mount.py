@@ -24,7 +24,7 @@ import pytest
 from toil.common import Config
 
 from jobstore import JobStore, layout
-from mount import daemon_lock_path, mount_device
+from jobstore.mount import daemon_lock_path, mount_device
 from tests.mountutil import JOBSTORE, Mount, Populated, new_job, populate
 
 #: How long a change may take to show (the kernel caches names for about a second).
@@ -48,14 +48,16 @@ def mounted(populated: Populated, tmp_path: Path) -> Iterator[Mount]:
 
 
 def bash(script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", "-c", script], cwd=cwd, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        ["bash", "-c", script], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
 
 
 def store_snapshot(store: JobStore) -> dict[str, str]:
     """Every object of the store and a digest of its content."""
-    return {k: hashlib.sha256(store.backend.get_bytes(k)).hexdigest()
-            for k in store.backend.list("")}
+    return {
+        k: hashlib.sha256(store.backend.get_bytes(k)).hexdigest() for k in store.backend.list("")
+    }
 
 
 def eventually(check: Callable[[], bool], timeout: float = LIVE) -> float:
@@ -157,8 +159,7 @@ def test_writes_fail_and_change_nothing(populated: Populated, mounted: Mount) ->
         with pytest.raises(OSError) as e:
             attempt()
         assert e.value.errno == errno.EROFS, what
-    shell = bash("echo x > shared/pid.log; echo y >> jobs/*/description.json; rm -rf files",
-                 cwd=mp)
+    shell = bash("echo x > shared/pid.log; echo y >> jobs/*/description.json; rm -rf files", cwd=mp)
     assert shell.returncode != 0 and "Read-only file system" in shell.stderr
     assert store_snapshot(store) == before
 
@@ -170,14 +171,23 @@ def test_killflag_words(populated: Populated, mounted: Mount) -> None:
         return (mp / "killflag").read_text()
 
     assert flag() == "NO\n" and not store.read_kill_flag()
-    for script, kill in [("echo YES > killflag", True), ("echo NO > killflag", False),
-                         ("printf 'YES  \\n' > killflag", True), ("printf NO > killflag", False)]:
+    for script, kill in [
+        ("echo YES > killflag", True),
+        ("echo NO > killflag", False),
+        ("printf 'YES  \\n' > killflag", True),
+        ("printf NO > killflag", False),
+    ]:
         done = bash(script, cwd=mp)
         assert done.returncode == 0, (script, done.stderr)
         assert store.read_kill_flag() is kill and flag() == ("YES\n" if kill else "NO\n")
     bash("echo YES > killflag", cwd=mp)
-    for bad in ["echo yes > killflag", "echo MAYBE > killflag", "echo YESNO > killflag",
-                "printf ' YES' > killflag", "printf YE > killflag"]:
+    for bad in [
+        "echo yes > killflag",
+        "echo MAYBE > killflag",
+        "echo YESNO > killflag",
+        "printf ' YES' > killflag",
+        "printf YE > killflag",
+    ]:
         done = bash(bad, cwd=mp)
         assert done.returncode != 0 and "Invalid argument" in done.stderr, bad
         assert store.read_kill_flag() and flag() == "YES\n", bad
@@ -193,8 +203,7 @@ def test_killflag_words(populated: Populated, mounted: Mount) -> None:
 # ======================================================================== live
 
 
-def test_changes_show_within_a_second(populated: Populated, mounted: Mount,
-                                      tmp_path: Path) -> None:
+def test_changes_show_within_a_second(populated: Populated, mounted: Mount, tmp_path: Path) -> None:
     store, mp = populated.store, mounted.mountpoint
     assert (mp / "shared" / "pid.log").read_bytes() == b"4242"
     os.listdir(mp / "jobs")
@@ -249,8 +258,9 @@ def test_timeout_option(local_locator: str, tmp_path: Path) -> None:
 # ==================================================================== failures
 
 
-def test_store_errors_are_eio_and_the_daemon_keeps_serving(local_locator: str,
-                                                            tmp_path: Path) -> None:
+def test_store_errors_are_eio_and_the_daemon_keeps_serving(
+    local_locator: str, tmp_path: Path
+) -> None:
     (tmp_path / "work").mkdir()
     populated = populate(local_locator, tmp_path / "work")
     victim = populated.job_ids[0]
@@ -282,13 +292,16 @@ def test_bad_arguments_give_one_line_and_no_mount(local_locator: str, tmp_path: 
         ([local_locator, str(tmp_path / "missing")], "does not exist"),
         ([local_locator, str(tmp_path / "file")], "is not a directory"),
         ([local_locator, str(mp), "-o", "bogus"], "unknown mount option"),
-        ([local_locator, str(mp), "--log-file", str(tmp_path / "file" / "x.log")],
-         "cannot open the log file"),
+        (
+            [local_locator, str(mp), "--log-file", str(tmp_path / "file" / "x.log")],
+            "cannot open the log file",
+        ),
     ]
     for args, reason in cases:
         for mode in ([], ["--foreground"]):
-            done = subprocess.run([JOBSTORE, "mount", *args, *mode], capture_output=True,
-                                  text=True, timeout=60)
+            done = subprocess.run(
+                [JOBSTORE, "mount", *args, *mode], capture_output=True, text=True, timeout=60
+            )
             assert done.returncode == 1, (args, mode, done.stderr)
             assert done.stderr.count("\n") == 1 and reason in done.stderr, done.stderr
             assert done.stderr.startswith("jobstore mount: ")
@@ -298,8 +311,9 @@ def test_bad_arguments_give_one_line_and_no_mount(local_locator: str, tmp_path: 
 
 
 def test_missing_s3_store(s3_locator: str, tmp_path: Path) -> None:
-    done = subprocess.run([JOBSTORE, "mount", s3_locator, str(tmp_path)], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [JOBSTORE, "mount", s3_locator, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 1 and done.stderr.count("\n") == 1
     assert "no job store at s3:" in done.stderr
     assert mount_device(str(tmp_path)) is None
@@ -349,19 +363,30 @@ def test_daemon_mode_and_umount(tmp_path: Path) -> None:
     mp.mkdir()
     log = tmp_path / "daemon.log"
     try:
-        done = subprocess.run([JOBSTORE, "mount", "local:store", "mnt", "--log-file", "daemon.log"],
-                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        done = subprocess.run(
+            [JOBSTORE, "mount", "local:store", "mnt", "--log-file", "daemon.log"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
         assert done.returncode == 0 and done.stderr == "", done.stderr
         assert mount_device(str(mp)) is not None
         assert (mp / "killflag").read_bytes() == b"NO\n"
         pid = int(daemon_lock_path(str(mp)).read_text())
         assert "mounted" in log.read_text()
-        again = subprocess.run([JOBSTORE, "mount", "local:store", "mnt"], capture_output=True,
-                               text=True, timeout=60, cwd=tmp_path)
+        again = subprocess.run(
+            [JOBSTORE, "mount", "local:store", "mnt"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
         assert again.returncode == 1 and "another jobstore daemon serves" in again.stderr
         assert (mp / "killflag").read_bytes() == b"NO\n"
-        done = subprocess.run([JOBSTORE, "umount", str(mp)], capture_output=True, text=True,
-                              timeout=60)
+        done = subprocess.run(
+            [JOBSTORE, "umount", str(mp)], capture_output=True, text=True, timeout=60
+        )
         assert done.returncode == 0, done.stderr
         assert mount_device(str(mp)) is None
         assert _gone(pid)
@@ -409,7 +434,7 @@ def test_private_unless_allow_other(local_locator: str, tmp_path: Path) -> None:
 
 # ================================================== a live Toil run, stopped
 
-SLEEPER = '''
+SLEEPER = """
 import os
 import sys
 import time
@@ -431,7 +456,7 @@ if __name__ == "__main__":
     options = parser.parse_args()
     with Toil(options) as toil:
         toil.start(Job.wrapJobFn(sleeper, options.marker))
-'''
+"""
 
 
 def test_killflag_stops_a_running_workflow(local_locator: str, tmp_path: Path) -> None:
@@ -441,9 +466,21 @@ def test_killflag_stops_a_running_workflow(local_locator: str, tmp_path: Path) -
     marker = tmp_path / "worker.pid"
     env = {**os.environ, "PATH": VENV_BIN + os.pathsep + os.environ.get("PATH", "")}
     leader = subprocess.Popen(
-        [sys.executable, str(script), local_locator, str(marker), "--batchSystem=single_machine",
-         "--maxCores=1", "--logLevel=INFO", f"--workDir={tmp_path}"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            str(script),
+            local_locator,
+            str(marker),
+            "--batchSystem=single_machine",
+            "--maxCores=1",
+            "--logLevel=INFO",
+            f"--workDir={tmp_path}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     m = None
     try:
@@ -453,8 +490,10 @@ def test_killflag_stops_a_running_workflow(local_locator: str, tmp_path: Path) -
         m = Mount(local_locator, tmp_path / "mnt")
         assert (m / "killflag").read_text() == "NO\n"
         jobs = os.listdir(m / "jobs")
-        assert any(json.loads((m / "jobs" / j / "description.json").read_bytes())["name"]
-                   == "sleeper" for j in jobs)
+        assert any(
+            json.loads((m / "jobs" / j / "description.json").read_bytes())["name"] == "sleeper"
+            for j in jobs
+        )
         killed_at = time.monotonic()
         done = bash(f"echo YES > {m / 'killflag'}", cwd=tmp_path)
         assert done.returncode == 0, done.stderr

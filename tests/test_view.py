@@ -1,6 +1,6 @@
 """The FUSE view without FUSE: the path layer over a real store, and the handlers' errno.
 
-``mount.view`` is plain code over a ``JobStore``; ``mount.fs`` handlers are
+``jobstore.mount.view`` is plain code over a ``JobStore``; ``jobstore.mount.fs`` handlers are
 coroutines that can be awaited directly under trio. Both run against a real
 ``local:`` store here; the mounted tests (test_mount.py) cover the kernel side.
 """
@@ -21,8 +21,8 @@ import pyfuse3
 import pytest
 
 from jobstore import layout
-from mount import view as v
-from mount.fs import JobStoreFS
+from jobstore.mount import view as v
+from jobstore.mount.fs import JobStoreFS
 from tests.mountutil import Populated, new_job, populate
 
 
@@ -159,8 +159,11 @@ def test_missing_paths(view: v.View, path: v.Path) -> None:
 
 def test_job_paths_that_do_not_exist(view: v.View, populated: Populated) -> None:
     child = next(j for j in populated.job_ids if j != populated.parent_id)
-    for path in [("jobs", child, "log"), ("jobs", child, "other"),
-                 ("jobs", child, "description.json", "x")]:
+    for path in [
+        ("jobs", child, "log"),
+        ("jobs", child, "other"),
+        ("jobs", child, "description.json", "x"),
+    ]:
         with pytest.raises(v.NoEntry):
             view.getattr(path)
     with pytest.raises(v.NotADir):
@@ -321,8 +324,16 @@ def test_local_listing_resumes_after_any_key(populated: Populated) -> None:
     for i in range(40):
         store.create_job(new_job(store, f"extra{i}"))
     keys = list(store.backend.list(layout.JOBS))
-    cuts = [layout.JOBS, "jobs/0", "jobs/7ff", "jobs/fff/", "zzz", *keys[::7],
-            *(k + "0" for k in keys[::9]), *(k[:-1] for k in keys[::5])]
+    cuts = [
+        layout.JOBS,
+        "jobs/0",
+        "jobs/7ff",
+        "jobs/fff/",
+        "zzz",
+        *keys[::7],
+        *(k + "0" for k in keys[::9]),
+        *(k[:-1] for k in keys[::5]),
+    ]
     for cut in cuts:
         resumed = list(store.backend.list(layout.JOBS, start_after=cut))
         assert resumed == [k for k in keys if k > cut], cut
@@ -415,8 +426,15 @@ async def test_handlers_answer_errno(populated: Populated) -> None:
         fs.symlink(shared, b"link", b"pid.log", CTX),
         fs.link(pid_log, shared, b"hard", CTX),
         fs.setxattr(pid_log, b"user.x", b"1", CTX),
-        fs.setattr(pid_log, pyfuse3.EntryAttributes(), SimpleNamespace(
-            update_mode=True, update_uid=False, update_gid=False, update_size=False), None, CTX),
+        fs.setattr(
+            pid_log,
+            pyfuse3.EntryAttributes(),
+            SimpleNamespace(
+                update_mode=True, update_uid=False, update_gid=False, update_size=False
+            ),
+            None,
+            CTX,
+        ),
     ]
     for call in read_only:
         assert await fuse_errno(call) == errno.EROFS
@@ -436,8 +454,9 @@ async def test_handlers_kill_flag(populated: Populated) -> None:
         """What bash's `echo WORD > killflag` does: open with O_TRUNC, truncate, write, close."""
         info = await fs.open(ino, os.O_WRONLY | os.O_TRUNC, CTX)
         assert info.direct_io
-        size0 = SimpleNamespace(update_mode=False, update_uid=False, update_gid=False,
-                                update_size=True)
+        size0 = SimpleNamespace(
+            update_mode=False, update_uid=False, update_gid=False, update_size=True
+        )
         attr = pyfuse3.EntryAttributes()
         attr.st_size = 0
         await fs.setattr(ino, attr, size0, info.fh, CTX)
@@ -473,7 +492,7 @@ async def test_unexpected_errors_are_eio_and_logged(
     victim = populated.job_ids[0]
     populated.store.backend.put_bytes(layout.job_key(victim), b"not a pickle")
     job_dir = (await lookup_path(fs, "jobs", victim)).st_ino
-    with caplog.at_level(logging.ERROR, logger="mount.fs"):
+    with caplog.at_level(logging.ERROR, logger="jobstore.mount.fs"):
         assert await fuse_errno(fs.lookup(job_dir, b"description.json", CTX)) == errno.EIO
     assert "Traceback" in caplog.text and "UnpicklingError" in caplog.text
     pickle_entry = await fs.lookup(job_dir, b"description.pickle", CTX)

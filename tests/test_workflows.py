@@ -47,8 +47,9 @@ def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedP
     return proc
 
 
-def pipeline(locator: str, workdir: Path, *extra: str, cwd: Path | None = None,
-             check: bool = True) -> subprocess.CompletedProcess[str]:
+def pipeline(
+    locator: str, workdir: Path, *extra: str, cwd: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     script = str(WORKFLOWS / "pipeline.py")
     args = [sys.executable, script, locator, f"--workdir={workdir}", f"--workDir={workdir}"]
     return run([*args, *COMMON_OPTIONS, *extra], cwd=cwd or workdir, check=check)
@@ -82,8 +83,9 @@ def test_failed_run_restart_status_clean(store_locator: str, tmp_path: Path) -> 
     assert "gate is closed: this job fails on purpose" in output
     assert (workdir / "attempts").read_text() == "2"
 
-    status = toil_cli("status", "--failed", "--failIfNotComplete", store_locator,
-                      cwd=workdir, check=False)
+    status = toil_cli(
+        "status", "--failed", "--failIfNotComplete", store_locator, cwd=workdir, check=False
+    )
     assert status.returncode == 1, status.stdout + status.stderr
     assert "1 completely failed jobs" in status.stdout
     assert "gated" in status.stdout + status.stderr
@@ -107,8 +109,10 @@ def test_failed_run_restart_status_clean(store_locator: str, tmp_path: Path) -> 
     exported_output = workdir / "export" / "output.sh"
     assert exported_output.read_text().endswith("echo imported script\n")
     assert exported_output.stat().st_mode & stat.S_IXUSR
-    assert subprocess.run([str(exported_output)], capture_output=True, text=True,
-                          timeout=10).stdout == "imported script\n"
+    assert (
+        subprocess.run([str(exported_output)], capture_output=True, text=True, timeout=10).stdout
+        == "imported script\n"
+    )
 
     store = JobStore(store_locator)
     store.resume()
@@ -119,8 +123,9 @@ def test_failed_run_restart_status_clean(store_locator: str, tmp_path: Path) -> 
     assert "0 completely failed jobs" in done.stdout
     # toil stats re-reads every stats message of both runs (read_logs(read_all=True)).
     stats = json.loads(toil_cli("stats", "--raw", store_locator, cwd=workdir).stdout)
-    runs = {name.rsplit(".", 1)[-1]: int(t["total_number"])
-            for name, t in stats["job_types"].items()}
+    runs = {
+        name.rsplit(".", 1)[-1]: int(t["total_number"]) for name, t in stats["job_types"].items()
+    }
     # gated: two tries in the failed run, one under debug-job, one after the restart.
     assert runs == {"root": 1, "produce": 1, "flaky": 2, "gated": 4, "combine": 1}
 
@@ -154,9 +159,16 @@ def test_cwl_runner(store_locator: str, tmp_path: Path) -> None:
     (tmp_path / "in.txt").write_text("hello cwl\n")
     (tmp_path / "job.yml").write_text("text:\n  class: File\n  path: in.txt\n")
     proc = run(
-        [os.path.join(VENV_BIN, "toil-cwl-runner"), "--jobStore", store_locator,
-         "--outdir", str(tmp_path / "out"), *COMMON_OPTIONS, str(WORKFLOWS / "wc.cwl"),
-         "job.yml"],
+        [
+            os.path.join(VENV_BIN, "toil-cwl-runner"),
+            "--jobStore",
+            store_locator,
+            "--outdir",
+            str(tmp_path / "out"),
+            *COMMON_OPTIONS,
+            str(WORKFLOWS / "wc.cwl"),
+            "job.yml",
+        ],
         cwd=tmp_path,
     )
     outputs = json.loads(proc.stdout)

@@ -2,7 +2,7 @@
 
 Everything here is a store query that maps a path to what the tree shows; none
 of it knows about FUSE, inodes or trio, so it is tested directly and the FUSE
-layer (:mod:`mount.fs`) only adds inodes, handles, threads and errno. Each call
+layer (:mod:`jobstore.mount.fs`) only adds inodes, handles, threads and errno. Each call
 may block on storage: callers run it in a worker thread.
 
 The tree (SPEC "The FUSE view")::
@@ -623,8 +623,9 @@ def _json_attr(rendered: bytes, info: ObjectInfo) -> Attr:
 
 
 def _file_attr(info: ObjectInfo, live: bool = False) -> Attr:
-    return Attr(False, EXEC_MODE if info.executable else FILE_MODE, info.size,
-                int(info.mtime * 1e9), live)
+    return Attr(
+        False, EXEC_MODE if info.executable else FILE_MODE, info.size, int(info.mtime * 1e9), live
+    )
 
 
 def _log_key(name: str) -> str:
@@ -637,4 +638,3 @@ def _checked(make_key: Callable[[str], str], name: str) -> str:
         return make_key(name)
     except layout.InvalidName:
         raise NoEntry(name) from None
-

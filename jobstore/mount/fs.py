@@ -1,4 +1,4 @@
-"""The pyfuse3 file system: inodes, handles, threads and errno over :mod:`mount.view`.
+"""The pyfuse3 file system: inodes, handles, threads and errno over :mod:`jobstore.mount.view`.
 
 * Inodes name paths of the view. The kernel's lookup count decides an inode's
   life: ``lookup`` and each accepted ``readdir`` entry add one, ``forget``
@@ -36,7 +36,7 @@ from toil.jobStores.abstractJobStore import NoSuchFileException, NoSuchJobExcept
 
 from jobstore import layout
 from jobstore.backend import NotFound
-from mount import view as v
+from jobstore.mount import view as v
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +50,10 @@ READDIR_BATCH = 64
 BLKSIZE = 1 << 20
 
 _ERRNO: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int], ...] = (
-    ((v.NoEntry, NotFound, NoSuchJobException, NoSuchFileException, layout.InvalidName),
-     errno.ENOENT),
+    (
+        (v.NoEntry, NotFound, NoSuchJobException, NoSuchFileException, layout.InvalidName),
+        errno.ENOENT,
+    ),
     (v.NotADir, errno.ENOTDIR),
     (v.IsADir, errno.EISDIR),
     (v.ReadOnly, errno.EROFS),
@@ -396,8 +398,9 @@ class JobStoreFS(pyfuse3.Operations):
     # ------------------------------------------- everything else: read-only
 
     @_boundary
-    async def setxattr(self, inode: int, name: bytes, value: bytes,
-                       ctx: pyfuse3.RequestContext) -> None:
+    async def setxattr(
+        self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
+    ) -> None:
         raise v.ReadOnly(inode)
 
     @_boundary
@@ -405,29 +408,33 @@ class JobStoreFS(pyfuse3.Operations):
         raise v.ReadOnly(inode)
 
     @_boundary
-    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
-                     ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo,
-                                                           pyfuse3.EntryAttributes]:
+    async def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         raise v.ReadOnly(name)
 
     @_boundary
-    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
-                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def mknod(
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         raise v.ReadOnly(name)
 
     @_boundary
-    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
-                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         raise v.ReadOnly(name)
 
     @_boundary
-    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
-                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def symlink(
+        self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         raise v.ReadOnly(name)
 
     @_boundary
-    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
-                   ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def link(
+        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         raise v.ReadOnly(new_name)
 
     @_boundary
@@ -439,6 +446,13 @@ class JobStoreFS(pyfuse3.Operations):
         raise v.ReadOnly(name)
 
     @_boundary
-    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
-                     name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
+    async def rename(
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> None:
         raise v.ReadOnly(name_old)

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 import pyfuse3
 import trio
 
-from mount import FSTYPE, daemon_lock_path, mount_device
+from jobstore.mount import FSTYPE, daemon_lock_path, mount_device
 
 if TYPE_CHECKING:
+    from jobstore.mount.fs import JobStoreFS
     from jobstore.store import JobStore
-    from mount.fs import JobStoreFS
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +59,9 @@ def open_store(locator: str) -> JobStore:
     return store
 
 
-def fuse_options(locator: str, allow_other: bool = False, allow_root: bool = False,
-                 debug: bool = False) -> set[str]:
+def fuse_options(
+    locator: str, allow_other: bool = False, allow_root: bool = False, debug: bool = False
+) -> set[str]:
     options = set(pyfuse3.default_options)  # default_permissions: the kernel checks modes
     # libfuse splits options at commas; a backslash keeps one in the name.
     fsname = locator.replace("\\", "\\\\").replace(",", "\\,")

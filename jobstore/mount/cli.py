@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from jobstore.locator import InvalidLocator, parse_locator
-from mount import daemon_lock_path, mount_device
+from jobstore.mount import daemon_lock_path, mount_device
 
 PROG = "jobstore"
 READY = b"ready"
@@ -51,27 +51,55 @@ def _parser() -> argparse.ArgumentParser:
     m = commands.add_parser("mount", help="mount a job store as a live, read-only tree")
     m.add_argument("locator", help="local:<path> or s3:<bucket>[/<prefix>]")
     m.add_argument("mountpoint", help="an existing directory")
-    m.add_argument("-f", "--foreground", action="store_true",
-                   help="serve in this process until unmounted (default: run as a daemon)")
-    m.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS",
-                   help="comma-separated: allow_other, allow_root, debug, timeout=SECONDS")
-    m.add_argument("--timeout", type=float, default=1.0, metavar="SECONDS",
-                   help="how long the kernel caches names and attributes (default: 1)")
-    m.add_argument("--threads", type=int, default=0, metavar="N",
-                   help="store calls run at once (default: by backend)")
-    m.add_argument("--log-level", default="INFO",
-                   choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    m.add_argument("--log-file", metavar="PATH",
-                   help="daemon log (default: stderr in the foreground, else "
-                        "$XDG_STATE_HOME/jobstore/mount.log)")
-    m.add_argument("--debug", action="store_true",
-                   help="log at DEBUG level, FUSE requests included")
+    m.add_argument(
+        "-f",
+        "--foreground",
+        action="store_true",
+        help="serve in this process until unmounted (default: run as a daemon)",
+    )
+    m.add_argument(
+        "-o",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="OPTIONS",
+        help="comma-separated: allow_other, allow_root, debug, timeout=SECONDS",
+    )
+    m.add_argument(
+        "--timeout",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how long the kernel caches names and attributes (default: 1)",
+    )
+    m.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        metavar="N",
+        help="store calls run at once (default: by backend)",
+    )
+    m.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    m.add_argument(
+        "--log-file",
+        metavar="PATH",
+        help="daemon log (default: stderr in the foreground, else "
+        "$XDG_STATE_HOME/jobstore/mount.log)",
+    )
+    m.add_argument(
+        "--debug", action="store_true", help="log at DEBUG level, FUSE requests included"
+    )
     m.set_defaults(allow_other=False, allow_root=False)
 
     u = commands.add_parser("umount", help="unmount and wait for the daemon to exit")
     u.add_argument("mountpoint")
-    u.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="how long to wait for the daemon to exit (default: 60)")
+    u.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to wait for the daemon to exit (default: 60)",
+    )
     return parser
 
 
@@ -97,8 +125,9 @@ def _mount(args: argparse.Namespace) -> int:
             except ValueError:
                 raise CommandError(f"not a number of seconds: -o {opt}") from None
         elif opt:
-            raise CommandError(f"unknown mount option {opt!r} (known: {', '.join(FLAG_OPTIONS)}, "
-                               "timeout=SECONDS)")
+            raise CommandError(
+                f"unknown mount option {opt!r} (known: {', '.join(FLAG_OPTIONS)}, timeout=SECONDS)"
+            )
     if args.debug:
         args.log_level = "DEBUG"
     if args.foreground:
@@ -109,9 +138,9 @@ def _mount(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace, ready: Callable[[], None] | None) -> int:
     """Open, mount, report readiness, serve; raise CommandError before the mount is ready."""
-    from mount import daemon as d
-    from mount.fs import JobStoreFS
-    from mount.view import View
+    from jobstore.mount import daemon as d
+    from jobstore.mount.fs import JobStoreFS
+    from jobstore.mount.view import View
 
     try:
         d.check_mountpoint(args.mountpoint)
@@ -127,7 +156,7 @@ def _serve(args: argparse.Namespace, ready: Callable[[], None] | None) -> int:
             d.mount(fs, args.mountpoint, options)
         except d.MountError as e:
             raise CommandError(str(e)) from None
-        logging.getLogger("mount").info("mounted %s at %s", store.locator, args.mountpoint)
+        logging.getLogger("jobstore.mount").info("mounted %s at %s", store.locator, args.mountpoint)
         d.serve(args.mountpoint, ready)
     finally:
         d.release_daemon_lock(args.mountpoint, lock)
@@ -173,7 +202,7 @@ def _daemonize(args: argparse.Namespace) -> int:
     except CommandError as e:
         os.write(write_end, str(e).encode())
     except BaseException:
-        logging.getLogger("mount").exception("the mount daemon failed")
+        logging.getLogger("jobstore.mount").exception("the mount daemon failed")
     finally:
         os._exit(code)
 
