@@ -8,7 +8,12 @@ or ``toil.options.common`` is first imported, the finder patches it:
 
 * ``Toil.getJobStore`` returns our :class:`~jobstore.store.JobStore` for our schemes;
 * ``parse_jobstore`` and ``Toil.canonical_locator`` make relative ``local:``
-  paths absolute on the leader, before the locator is handed to workers.
+  paths absolute on the leader, before the locator is handed to workers;
+* a locator that names no store (``local:`` with no path, ``locl:/x``) is one
+  line on the command line, not Toil's 65 lines of usage or its traceback.
+
+Which schemes are ours comes from :data:`jobstore.locator.BACKENDS`, read only
+once Toil is being imported.
 """
 
 from __future__ import annotations
@@ -19,17 +24,19 @@ import sys
 # Not from typing: importing typing would double this module's start-up cost.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Collection, Sequence
     from types import ModuleType
-    from typing import Any
+    from typing import Any, NoReturn
 
-# Kept in step with jobstore.locator.SCHEMES; not imported from there so that
-# interpreter start-up loads nothing but this module.
-SCHEMES = ("local", "s3")
+
+def _schemes() -> Collection[str]:
+    from jobstore.locator import BACKENDS
+
+    return BACKENDS
 
 
 def _ours(locator: object) -> bool:
-    return isinstance(locator, str) and ":" in locator and locator.split(":", 1)[0] in SCHEMES
+    return isinstance(locator, str) and ":" in locator and locator.split(":", 1)[0] in _schemes()
 
 
 def canonical_locator(locator: str) -> str:
@@ -38,13 +45,51 @@ def canonical_locator(locator: str) -> str:
     return canonical_locator(locator)
 
 
+def _unknown_type(locator: str) -> str | None:
+    """Why no job store, ours or Toil's, serves ``locator``; None when one does."""
+    from toil.common import Toil
+
+    name = Toil.parseLocator(locator)[0]
+    if name in Toil.JOB_STORE_TYPES or name in _schemes():
+        return None
+    from jobstore.locator import usage
+
+    toils = ", ".join(f"{t}:" for t in Toil.JOB_STORE_TYPES if t not in _schemes())
+    return f"unknown job store type {name!r} in {locator!r} (want {usage()}, or Toil's {toils})"
+
+
+def _reject(reason: str, caller: Any) -> NoReturn:
+    """Fail a bad locator; when argparse is converting it, as one line and exit status 2.
+
+    argparse would print the whole usage (65 lines for a Toil workflow) above
+    the reason, so the reason is printed here the way argparse words an error.
+    """
+    from jobstore.locator import InvalidLocator
+
+    if caller.f_globals.get("__name__") == "argparse":
+        parser, action = caller.f_locals.get("self"), caller.f_locals.get("action")
+        prog = getattr(parser, "prog", None) or sys.argv[0]
+        name = "/".join(getattr(action, "option_strings", ())) or getattr(action, "dest", "")
+        print(f"{prog}: error: argument {name}: {reason}", file=sys.stderr)
+        raise SystemExit(2)
+    raise InvalidLocator(reason)
+
+
 def _wrap_parse_jobstore(original: Callable[[str], str]) -> Callable[[str], str]:
     if getattr(original, "_jobstore_patched", False):
         return original
 
     def parse_jobstore(jobstore_uri: str) -> str:
         if _ours(jobstore_uri):
-            return canonical_locator(jobstore_uri)
+            from jobstore.locator import InvalidLocator
+
+            try:
+                return canonical_locator(jobstore_uri)
+            except InvalidLocator as e:
+                _reject(str(e), sys._getframe(1))
+        reason = _unknown_type(jobstore_uri)
+        if reason is not None:
+            _reject(reason, sys._getframe(1))
         return original(jobstore_uri)
 
     parse_jobstore._jobstore_patched = True  # type: ignore[attr-defined]
@@ -68,6 +113,9 @@ def _patch_common(module: ModuleType) -> None:
             from jobstore.store import JobStore
 
             return JobStore(locator)
+        reason = _unknown_type(locator)
+        if reason is not None:
+            raise RuntimeError(reason)  # Toil's own says "{cls.parseLocator(locator)[0]!r}"
         return original_get(cls, locator)
 
     def canonical(cls: type, locator: str) -> str:
@@ -78,7 +126,7 @@ def _patch_common(module: ModuleType) -> None:
     getJobStore.__doc__ = original_get.__doc__
     toil_cls.getJobStore = classmethod(getJobStore)
     toil_cls.canonical_locator = classmethod(canonical)
-    toil_cls.JOB_STORE_TYPES = [*toil_cls.JOB_STORE_TYPES, *SCHEMES]
+    toil_cls.JOB_STORE_TYPES = [*toil_cls.JOB_STORE_TYPES, *_schemes()]
     toil_cls._jobstore_patched = True
     if hasattr(module, "parse_jobstore"):
         _patch_options(module)

@@ -11,7 +11,26 @@ backend only has to be a faithful object store:
 * a missing object raises :class:`NotFound` at once, without waiting.
 
 Keys are produced by the store layer and validated there; backends may assume
-components are non-empty and never ``.`` or ``..``.
+components are non-empty and never ``.`` or ``..``. A "directory" is no object:
+it exists only as the prefix of keys below it, and never shows in
+:meth:`Backend.list` or as a key that :meth:`Backend.stat` finds.
+
+Errors, the same on every backend as far as callers can tell:
+
+* :class:`NotFound` (a ``KeyError``): the object does not exist. Nothing else
+  means that, and it comes at once.
+* :class:`StoreExists`: ``initialize`` found a store or foreign data.
+* :class:`~jobstore.locator.InvalidLocator` (a ``ValueError``): from
+  :meth:`Backend.parse_location`, before any I/O.
+* Any other failure of the storage: a remote backend raises a
+  :class:`BackendError` subclass naming the object and the cause (``s3:``
+  raises ``S3Error`` once botocore's retries are spent); the ``local:`` backend
+  lets the ``OSError`` of the failing system call through (``PermissionError``,
+  ``ENOSPC``, ...), because its errno is what a user of a file system acts on
+  and what the FUSE view answers with.
+
+To add a backend, subclass :class:`Backend` in a module of its own and register
+it in :data:`jobstore.locator.BACKENDS`.
 """
 
 from __future__ import annotations
@@ -24,6 +43,8 @@ from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
     from toil.common import Config
+
+    from jobstore.locator import Locator
 
 
 class BackendError(Exception):
@@ -69,6 +90,23 @@ class Backend(ABC):
     concurrency: int = 1
     #: Whether Toil's caching file store pays off on top of this backend.
     prefers_caching: bool = False
+
+    # ------------------------------------------------------------- locators
+
+    @classmethod
+    @abstractmethod
+    def parse_location(cls, rest: str, locator: str) -> tuple[str, str]:
+        """``(location, prefix)`` of a locator whose text after ``<scheme>:`` is ``rest``.
+
+        Pure and quick (it runs in every Toil process that sees a locator);
+        raises :class:`~jobstore.locator.InvalidLocator`, quoting ``locator``,
+        for what this backend cannot open. The prefix is '' or ends in '/'.
+        """
+
+    @classmethod
+    @abstractmethod
+    def from_locator(cls, locator: Locator) -> Backend:
+        """The backend for a parsed locator; touches no storage yet."""
 
     # ----------------------------------------------------------- lifecycle
 
@@ -174,6 +212,23 @@ class Backend(ABC):
     def delete_prefix(self, prefix: str) -> None:
         """Remove every object whose key starts with ``prefix`` (a '/'-terminated prefix)."""
         self.delete_many(list(self.list(prefix)))
+
+    def delete_with_prefix(self, key: str, prefix: str) -> None:
+        """Remove ``key``, then every object under ``prefix``.
+
+        ``key`` is gone before anything under ``prefix`` is: a caller killed
+        half-way leaves objects under ``prefix`` without ``key``, never the
+        reverse. Remote backends overlap the listing with the delete.
+        """
+        self.delete(key)
+        self.delete_prefix(prefix)
+
+    def prune_empty_parents(self, key: str, stop: str) -> None:  # noqa: B027 - optional hook
+        """After ``key`` was deleted: give back what held it, up to (not including) ``stop``.
+
+        For backends with real directories (``local:``), where a directory per
+        file would otherwise pile up empty; object stores have nothing to do.
+        """
 
     # -------------------------------------------------------------- listing
 

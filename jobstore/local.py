@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from jobstore.backend import Backend, DirEntry, NotFound, ObjectInfo, StoreExists
+from jobstore.layout import MAX_FILE_ID
+from jobstore.locator import InvalidLocator, Locator
 
 TMP_DIR = ".tmp"
 #: Temporary files older than this are debris of killed writers, removed when a workflow
@@ -32,6 +34,10 @@ TMP_DIR = ".tmp"
 STALE_TMP_SECONDS = 24 * 3600
 _COPY_CHUNK = 8 * 1024 * 1024
 _DIR_MODE = 0o700
+#: Longest file name (bytes) that Linux file systems accept, and longest store path: what
+#: leaves room, within Linux's 4,095-byte paths, for the longest key below it.
+_NAME_MAX = 255
+_ROOT_MAX = 4095 - len("/files/") - MAX_FILE_ID
 
 
 def _fsync_enabled() -> bool:
@@ -47,6 +53,24 @@ class LocalBackend(Backend):
 
     def __repr__(self) -> str:
         return f"LocalBackend({self.root!r})"
+
+    @classmethod
+    def parse_location(cls, rest: str, locator: str) -> tuple[str, str]:
+        """``local:<path>``: the path made absolute, here on the leader, before workers see it."""
+        if not rest:
+            raise InvalidLocator(f"local: needs a path, as in local:/tmp/run1 (got {locator!r})")
+        path = os.path.abspath(os.path.expanduser(rest))
+        try:
+            encoded = os.fsencode(path)
+        except UnicodeEncodeError:
+            raise InvalidLocator(f"not a path this system can name: {locator!r}") from None
+        if len(encoded) > _ROOT_MAX or max(map(len, encoded.split(b"/"))) > _NAME_MAX:
+            raise InvalidLocator(f"path too long for a file system: {locator[:80]!r}...")
+        return path, ""
+
+    @classmethod
+    def from_locator(cls, locator: Locator) -> LocalBackend:
+        return cls(locator.location)
 
     def env(self) -> dict[str, str]:
         return {"JOBSTORE_FSYNC": "1"} if self._fsync else {}
@@ -296,7 +320,8 @@ class LocalBackend(Backend):
     def _walk(self, path: str, key_prefix: str, start_after: str | None = None) -> Iterator[str]:
         try:
             with os.scandir(path) as it:
-                entries = sorted(it, key=lambda e: e.name)
+                # A directory sorts as its keys do, by "name/": "a-b" comes before "a/c".
+                entries = sorted(it, key=_key_order)
         except (FileNotFoundError, NotADirectoryError):
             return
         for entry in entries:
@@ -323,6 +348,10 @@ class LocalBackend(Backend):
         except (FileNotFoundError, NotADirectoryError):
             return
         yield from (e for e in entries if prefix or e.name != TMP_DIR)
+
+
+def _key_order(entry: os.DirEntry[str]) -> str:
+    return entry.name + "/" if entry.is_dir(follow_symlinks=False) else entry.name
 
 
 def _makedirs(path: str) -> None:

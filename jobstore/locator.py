@@ -1,29 +1,41 @@
-"""Locators: ``local:<path>`` and ``s3:<bucket>[/<prefix>]``.
+"""Locators (``<scheme>:<rest>``) and the registry of the backends that serve them.
 
-Parsing is pure and cheap (no Toil, no boto3 imports) because it runs in the
-hook that every Toil process goes through.
+Adding a backend is writing one module with a :class:`~jobstore.backend.Backend`
+subclass (which parses the ``<rest>`` of its locators and opens itself from the
+result) and adding one line to :data:`BACKENDS`. Nothing else in the package
+lists schemes: the Toil hook, the ``jobstore`` command's help and the error
+messages all read this table.
+
+The table names modules as strings, so reading it imports nothing: the hook
+that every Toil process goes through, and a ``local:`` locator, never load
+boto3. A backend module is imported when a locator of its scheme is parsed.
 """
 
 from __future__ import annotations
 
-import os
-import re
+import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-
-from jobstore.layout import MAX_FILE_ID
 
 if TYPE_CHECKING:
     from jobstore.backend import Backend
 
-SCHEMES = ("local", "s3")
 
-# S3's own bucket naming rules (lowercase, digits, dots, hyphens; 3-63 characters).
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-#: Longest file name (bytes) that Linux file systems accept, and longest store path: what
-#: leaves room, within Linux's 4,095-byte paths, for the longest key below it.
-_NAME_MAX = 255
-_ROOT_MAX = 4095 - len("/files/") - MAX_FILE_ID
+@dataclass(frozen=True)
+class Registration:
+    """What is known about a backend without importing it."""
+
+    #: ``"module:Class"`` of its :class:`~jobstore.backend.Backend` subclass.
+    backend: str
+    #: What follows ``<scheme>:`` in its locators, for help texts and error messages.
+    syntax: str
+
+
+#: Every backend, by the scheme of its locators.
+BACKENDS: dict[str, Registration] = {
+    "local": Registration("jobstore.local:LocalBackend", "<path>"),
+    "s3": Registration("jobstore.s3:S3Backend", "<bucket>[/<prefix>]"),
+}
 
 
 class InvalidLocator(ValueError):
@@ -33,62 +45,44 @@ class InvalidLocator(ValueError):
 @dataclass(frozen=True)
 class Locator:
     scheme: str
-    #: Absolute directory for ``local``; bucket name for ``s3``.
+    #: Where the store is, as its backend parsed it (an absolute directory, a bucket).
     location: str
-    #: Key prefix inside the bucket for ``s3`` ('' or ending in '/'); '' for ``local``.
+    #: Key prefix inside ``location`` ('' or ending in '/').
     prefix: str = ""
 
     @property
     def canonical(self) -> str:
         """The locator as workers on any machine and in any directory must see it."""
-        if self.scheme == "local":
-            return f"local:{self.location}"
-        return f"s3:{self.location}/{self.prefix}".rstrip("/")
+        tail = "/" + self.prefix.rstrip("/") if self.prefix else ""
+        return f"{self.scheme}:{self.location}{tail}"
 
     def open_backend(self) -> Backend:
-        if self.scheme == "local":
-            from jobstore.local import LocalBackend
+        return backend_class(self.scheme).from_locator(self)
 
-            return LocalBackend(self.location)
-        from jobstore.s3 import S3Backend
 
-        return S3Backend(self.location, self.prefix)
+def usage() -> str:
+    """Every locator form, as in ``local:<path> or s3:<bucket>[/<prefix>]``."""
+    return " or ".join(f"{scheme}:{r.syntax}" for scheme, r in BACKENDS.items())
+
+
+def backend_class(scheme: str) -> type[Backend]:
+    """The Backend subclass registered for ``scheme``, imported on first use."""
+    module, _, name = BACKENDS[scheme].backend.partition(":")
+    cls: type[Backend] = getattr(importlib.import_module(module), name)
+    return cls
 
 
 def parse_locator(locator: str) -> Locator:
     """Parse and validate a locator; relative ``local:`` paths become absolute."""
     if not isinstance(locator, str) or ":" not in locator:
-        raise InvalidLocator(
-            f"not a jobstore locator (want local:<path> or s3:<bucket>[/<prefix>]): {locator!r}"
-        )
+        raise InvalidLocator(f"not a jobstore locator (want {usage()}): {locator!r}")
     scheme, rest = locator.split(":", 1)
     if "\x00" in rest:
         raise InvalidLocator(f"NUL byte in locator {locator!r}")
-    if scheme == "local":
-        if not rest:
-            raise InvalidLocator("local: needs a path, as in local:/tmp/run1")
-        path = os.path.abspath(os.path.expanduser(rest))
-        try:
-            encoded = os.fsencode(path)
-        except UnicodeEncodeError:
-            raise InvalidLocator(f"not a path this system can name: {locator!r}") from None
-        if len(encoded) > _ROOT_MAX or max(map(len, encoded.split(b"/"))) > _NAME_MAX:
-            raise InvalidLocator(f"path too long for a file system: {locator[:80]!r}...")
-        return Locator("local", path)
-    if scheme == "s3":
-        rest = rest.removeprefix("//")
-        bucket, _, prefix = rest.partition("/")
-        if not _BUCKET.fullmatch(bucket) or ".." in bucket:
-            raise InvalidLocator(f"not a valid S3 bucket name in {locator!r}")
-        try:
-            prefix.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidLocator(f"an S3 prefix must be valid UTF-8: {locator!r}") from None
-        parts = [p for p in prefix.split("/") if p]
-        if any(p in (".", "..") for p in parts):
-            raise InvalidLocator(f"'.' and '..' are not allowed in an S3 prefix: {locator!r}")
-        return Locator("s3", bucket, "".join(p + "/" for p in parts))
-    raise InvalidLocator(f"unknown jobstore scheme {scheme!r} in {locator!r} (want local: or s3:)")
+    if scheme not in BACKENDS:
+        raise InvalidLocator(f"unknown jobstore scheme {scheme!r} in {locator!r} (want {usage()})")
+    location, prefix = backend_class(scheme).parse_location(rest, locator)
+    return Locator(scheme, location, prefix)
 
 
 def canonical_locator(locator: str) -> str:

@@ -40,6 +40,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import shutil
 import stat
 import threading
@@ -55,6 +56,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from jobstore import layout
 from jobstore.backend import Backend, BackendError, DirEntry, NotFound, ObjectInfo, StoreExists
+from jobstore.locator import InvalidLocator, Locator
 
 if TYPE_CHECKING:
     from toil.common import Config
@@ -90,6 +92,8 @@ _EXECUTABLE = "executable"
 _SSE_MD5 = "sse-c-key-md5"
 _NOT_FOUND = frozenset({"NoSuchKey", "NoSuchBucket", "NoSuchUpload", "NotFound", "404"})
 _ENV_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION")
+# S3's own bucket naming rules (lowercase, digits, dots, hyphens; 3-63 characters).
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 class S3Error(BackendError):
@@ -137,6 +141,26 @@ class S3Backend(Backend):
 
     def __repr__(self) -> str:
         return f"S3Backend({self.bucket!r}, {self.prefix!r})"
+
+    @classmethod
+    def parse_location(cls, rest: str, locator: str) -> tuple[str, str]:
+        """``s3:<bucket>[/<prefix>]`` (``s3://`` too): the bucket, and the prefix normalised."""
+        rest = rest.removeprefix("//")
+        bucket, _, prefix = rest.partition("/")
+        if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+            raise InvalidLocator(f"not a valid S3 bucket name in {locator!r}")
+        try:
+            prefix.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidLocator(f"an S3 prefix must be valid UTF-8: {locator!r}") from None
+        parts = [p for p in prefix.split("/") if p]
+        if any(p in (".", "..") for p in parts):
+            raise InvalidLocator(f"'.' and '..' are not allowed in an S3 prefix: {locator!r}")
+        return bucket, "".join(p + "/" for p in parts)
+
+    @classmethod
+    def from_locator(cls, locator: Locator) -> S3Backend:
+        return cls(locator.location, locator.prefix)
 
     # --------------------------------------------------------------- client
 
@@ -550,6 +574,14 @@ class S3Backend(Backend):
             keys = [obj["Key"][len(self.prefix) :] for obj in page.get("Contents", [])]
             if keys:
                 self._delete_batch(keys)
+
+    def delete_with_prefix(self, key: str, prefix: str) -> None:
+        # The prefix is listed while the key is deleted (one round trip instead of two),
+        # and what the listing found is deleted only once the key is gone.
+        with ThreadPoolExecutor(1, thread_name_prefix="jobstore") as pool:
+            listing = pool.submit(lambda: list(self.list(prefix)))
+            self.delete(key)
+            self.delete_many(listing.result())
 
     # -------------------------------------------------------------- listing
 

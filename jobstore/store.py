@@ -73,7 +73,7 @@ class InvalidFileID(NoSuchFileException, ValueError):
 
 
 class JobStore(AbstractJobStore, HintedJobStore):
-    """A Toil job store on a ``local:`` or ``s3:`` backend.
+    """A Toil job store on any backend registered in :data:`jobstore.locator.BACKENDS`.
 
     ``JobStore(locator)`` touches no storage; call ``initialize`` or ``resume``
     as with any Toil job store.
@@ -189,16 +189,7 @@ class JobStore(AbstractJobStore, HintedJobStore):
         files = layout.job_files_prefix(job_id)
         # The description goes first: once it is gone the job is gone, even if we
         # are killed before its files are; clean() then finds those files orphaned.
-        if self.backend.concurrency <= 1:
-            self.backend.delete(key)
-            self.backend.delete_prefix(files)
-            return
-        # Remote storage: the files are listed while the description is deleted (one
-        # round trip instead of two), and deleted only once the description is gone.
-        with ThreadPoolExecutor(1, thread_name_prefix="jobstore") as pool:
-            listing = pool.submit(lambda: list(self.backend.list(files)))
-            self.backend.delete(key)
-            self.backend.delete_many(listing.result())
+        self.backend.delete_with_prefix(key, files)
 
     def jobs(self) -> Iterator[JobDescription]:
         def load(key: str) -> JobDescription | None:
@@ -394,9 +385,7 @@ class JobStore(AbstractJobStore, HintedJobStore):
             self._hint_tree_delete(file_id)
         else:
             self.backend.delete(key)
-        prune = getattr(self.backend, "prune_empty_parents", None)
-        if prune is not None:
-            prune(key, layout.FILES)
+        self.backend.prune_empty_parents(key, layout.FILES)
 
     def file_exists(self, file_id: str) -> bool:
         try:
@@ -577,9 +566,7 @@ class JobStore(AbstractJobStore, HintedJobStore):
     def _hint_tree_delete(self, path: str) -> None:
         key = layout.HINTS + layout.check_path(path, "hint path")
         self.backend.delete(key)
-        prune = getattr(self.backend, "prune_empty_parents", None)
-        if prune is not None:
-            prune(key, layout.HINTS)
+        self.backend.prune_empty_parents(key, layout.HINTS)
 
     # ============================================================= helpers
 

@@ -1,13 +1,13 @@
 """Fixtures shared by the whole suite.
 
-``store_locator`` runs a test on every backend: ``local:`` in a temporary
+``store_locator`` runs a test on every backend of ``jobstore.locator.BACKENDS``,
+each through its ``<scheme>_locator`` fixture: ``local:`` in a temporary
 directory and ``s3:`` on a moto server on 127.0.0.1 (started once per session,
 reached over HTTP through ``AWS_ENDPOINT_URL``, as any S3 service would be).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import uuid
 from collections.abc import Iterator
@@ -18,9 +18,8 @@ import pytest
 # Toil's own job store tests are unittest classes that ask for this fixture.
 from toil.test.conftest import rootpath  # noqa: F401
 
+from jobstore.locator import BACKENDS
 from tests.s3server import FAKE_CREDENTIALS, moto_server
-
-HAVE_S3 = importlib.util.find_spec("jobstore.s3") is not None
 
 
 @pytest.fixture(scope="session")
@@ -49,16 +48,13 @@ def local_locator(tmp_path: Path) -> str:
 @pytest.fixture
 def s3_locator(moto_endpoint: str) -> str:
     """A fresh prefix in a shared test bucket: stores under prefixes must not see each other."""
-    if not HAVE_S3:
-        pytest.skip("the s3: backend is not built yet")
     return f"s3:jobstore-tests/{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=list(BACKENDS))
 def store_locator(request: pytest.FixtureRequest) -> str:
     """A locator for a store that does not exist yet, on each backend in turn."""
-    name = "local_locator" if request.param == "local" else "s3_locator"
-    return str(request.getfixturevalue(name))
+    return str(request.getfixturevalue(f"{request.param}_locator"))
 
 
 @pytest.fixture

@@ -9,18 +9,21 @@ then. Toil, boto3 and pyfuse3 load only in the process that serves the mount.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import faulthandler
 import fcntl
 import logging
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from jobstore.locator import InvalidLocator, parse_locator
+from jobstore.locator import InvalidLocator, parse_locator, usage
 from jobstore.mount import daemon_lock_path, mount_device
 
 PROG = "jobstore"
@@ -49,8 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     m = commands.add_parser("mount", help="mount a job store as a live, read-only tree")
-    m.add_argument("locator", help="local:<path> or s3:<bucket>[/<prefix>]")
-    m.add_argument("mountpoint", help="an existing directory")
+    m.add_argument("locator", help=usage())
+    m.add_argument("mountpoint", help="an existing directory, best empty (it hides what is in it)")
     m.add_argument(
         "-f",
         "--foreground",
@@ -113,6 +116,7 @@ def _mount(args: argparse.Namespace) -> int:
         args.locator = parse_locator(args.locator).canonical
     except InvalidLocator as e:
         raise CommandError(str(e)) from None
+    _check_mountpoint(args.mountpoint)
     if args.log_file is not None:
         args.log_file = os.path.abspath(args.log_file)
     for opt in ",".join(args.options).split(","):
@@ -136,6 +140,32 @@ def _mount(args: argparse.Namespace) -> int:
     return _daemonize(args)
 
 
+def _check_mountpoint(mountpoint: str) -> None:
+    """Refuse a mountpoint that cannot take the mount, saying what to do; warn if it hides files."""
+    try:
+        st = os.stat(mountpoint)
+    except FileNotFoundError:
+        raise CommandError(f"mountpoint {mountpoint} does not exist (mkdir it first)") from None
+    except OSError as e:
+        if e.errno != errno.ENOTCONN:
+            raise CommandError(f"mountpoint {mountpoint}: {e.strerror}") from None
+        fix = f"`fusermount3 -u {mountpoint}`"
+        if mount_device(mountpoint) is not None:
+            fix = f"`{PROG} umount {mountpoint}` (or {fix})"
+        raise CommandError(
+            f"{mountpoint} is a dead mount (its daemon died): run {fix}, then mount again"
+        ) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise CommandError(f"mountpoint {mountpoint} is not a directory")
+    with contextlib.suppress(OSError), os.scandir(mountpoint) as entries:
+        if any(entries):
+            print(
+                f"{PROG} mount: warning: {mountpoint} is not empty; "
+                "what is in it stays hidden until unmounted",
+                file=sys.stderr,
+            )
+
+
 def _serve(args: argparse.Namespace, ready: Callable[[], None] | None) -> int:
     """Open, mount, report readiness, serve; raise CommandError before the mount is ready."""
     from jobstore.mount import daemon as d
@@ -143,7 +173,6 @@ def _serve(args: argparse.Namespace, ready: Callable[[], None] | None) -> int:
     from jobstore.mount.view import View
 
     try:
-        d.check_mountpoint(args.mountpoint)
         store = d.open_store(args.locator)
         threads = args.threads or max(8, 2 * store.backend.concurrency)
         fs = JobStoreFS(View(store), timeout=args.timeout, threads=threads)
@@ -240,20 +269,28 @@ def _umount(args: argparse.Namespace) -> int:
     mountpoint = os.path.realpath(args.mountpoint)
     if mount_device(mountpoint) is None:
         raise CommandError(f"{mountpoint} is not a jobstore mount")
+    lock_path = daemon_lock_path(mountpoint)
     try:
-        lock: int | None = os.open(daemon_lock_path(mountpoint), os.O_RDONLY)
+        lock: int | None = os.open(lock_path, os.O_RDONLY)
     except FileNotFoundError:
-        lock = None  # no daemon (it died): unmounting the dead mount is all there is to do
+        lock = None
+    # No daemon holds the lock when it died (killed, out of memory): then the mount
+    # is dead ("Transport endpoint is not connected") and unmounting it is all there is to do.
+    dead = lock is None or _wait_for_lock(lock, 0)
     try:
         done = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
         if done.returncode:
             said = done.stderr.strip().splitlines()
             raise CommandError(said[-1] if said else f"fusermount3 -u exited {done.returncode}")
-        if lock is not None and not _wait_for_lock(lock, args.timeout):
+        if lock is not None and not dead and not _wait_for_lock(lock, args.timeout):
             raise CommandError(f"the daemon is still running {args.timeout:g} s after unmounting")
     finally:
         if lock is not None:
             os.close(lock)
+    if dead:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)  # the dead daemon's; a live one removes its own
+        print(f"{PROG} umount: {mountpoint}: its daemon had died; unmounted", file=sys.stderr)
     return 0
 
 

@@ -75,12 +75,6 @@ def fuse_options(
     return options
 
 
-def check_mountpoint(mountpoint: str) -> None:
-    if not os.path.isdir(mountpoint):
-        what = "is not a directory" if os.path.exists(mountpoint) else "does not exist"
-        raise MountError(f"mountpoint {mountpoint} {what}")
-
-
 def hold_daemon_lock(mountpoint: str) -> int:
     """Take the lock that tells ``jobstore umount`` this daemon lives; held until exit."""
     path = daemon_lock_path(mountpoint)
