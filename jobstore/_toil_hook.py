@@ -130,6 +130,39 @@ def _patch_common(module: ModuleType) -> None:
     toil_cls._jobstore_patched = True
     if hasattr(module, "parse_jobstore"):
         _patch_options(module)
+    module.parser_with_common_options = _wrap_parser(module.parser_with_common_options)
+
+
+def _wrap_parser(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Have the parser of ``toil status | clean | kill | ...`` check the locator as it parses.
+
+    Toil's utilities take the locator as a plain string and fail later, with a traceback.
+    """
+
+    def parser_with_common_options(*args: Any, **kwargs: Any) -> Any:
+        parser = original(*args, **kwargs)
+        for action in parser._actions:
+            if action.dest == "jobStore" and action.type is str:
+                action.type = check_jobstore
+        return parser
+
+    parser_with_common_options.__doc__ = original.__doc__
+    return parser_with_common_options
+
+
+def check_jobstore(jobstore_uri: str) -> str:
+    """The locator unchanged, once it is known to name a store (as ``parse_jobstore`` checks)."""
+    if _ours(jobstore_uri):
+        from jobstore.locator import InvalidLocator, parse_locator
+
+        try:
+            parse_locator(jobstore_uri)
+        except InvalidLocator as e:
+            _reject(str(e), sys._getframe(1))
+    reason = _unknown_type(jobstore_uri)
+    if reason is not None:
+        _reject(reason, sys._getframe(1))
+    return jobstore_uri
 
 
 _PATCHERS: dict[str, Callable[[ModuleType], None]] = {

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import HAVE_S3
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello_workflow.py"
 
 
 def fresh_python(code: str, cwd: Path) -> Any:
@@ -57,7 +57,6 @@ def test_toil_resolves_local(locator: str, tmp_path: Path) -> None:
     assert got == ["jobstore.store", "JobStore", expected, expected]
 
 
-@pytest.mark.skipif(not HAVE_S3, reason="the s3: backend is not built yet")
 def test_toil_resolves_s3(moto_endpoint: str, tmp_path: Path) -> None:
     got = fresh_python(
         "import json; from toil.common import Toil; s = Toil.getJobStore('s3:bucket/p'); "
@@ -103,3 +102,54 @@ def test_toil_cli_parser_resolves_local(tmp_path: Path) -> None:
         tmp_path,
     )
     assert got == f"local:{tmp_path / 'rel' / 'store'}"
+
+
+@pytest.mark.parametrize(
+    ("locator", "reason"),
+    [
+        ("local:", "local: needs a path, as in local:/tmp/run1 (got 'local:')"),
+        ("locl:/x", "unknown job store type 'locl' in 'locl:/x' (want local:<path> or s3:"),
+        ("s3:No_Bucket", "not a valid S3 bucket name in 's3:No_Bucket'"),
+    ],
+)
+def test_a_bad_locator_on_the_command_line_is_one_line(
+    locator: str, reason: str, tmp_path: Path
+) -> None:
+    """Not Toil's 65 lines of usage, nor its traceback with an unfilled f-string."""
+    for command, argument in [
+        ([sys.executable, str(EXAMPLE)], "jobStore"),
+        ([str(Path(sys.executable).parent / "toil"), "clean"], "jobStore"),
+        (
+            [str(Path(sys.executable).parent / "toil-cwl-runner"), "--jobStore"],
+            "--jobstore/--jobStore",
+        ),
+    ]:
+        if argument.startswith("--"):
+            command = [*command, locator, "wf.cwl"]
+        else:
+            command = [*command, locator]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.count("\n") == 1, done.stderr
+        assert f": error: argument {argument}: {reason}" in done.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_bad_locator_from_python_is_an_exception(tmp_path: Path) -> None:
+    got = fresh_python(
+        "import json\n"
+        "from toil.common import Toil\n"
+        "from toil.options.common import parse_jobstore\n"
+        "out = []\n"
+        "for call in (lambda: parse_jobstore('local:'), lambda: parse_jobstore('locl:/x'),\n"
+        "             lambda: Toil.getJobStore('locl:/x')):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except Exception as e:\n"
+        "        out.append([type(e).__name__, str(e)])\n"
+        "print(json.dumps(out))",
+        tmp_path,
+    )
+    assert [name for name, _ in got] == ["InvalidLocator", "InvalidLocator", "RuntimeError"]
+    assert got[0][1].startswith("local: needs a path")
+    assert got[2][1].startswith("unknown job store type 'locl' in 'locl:/x'")

@@ -396,6 +396,67 @@ def test_daemon_mode_and_umount(tmp_path: Path) -> None:
             subprocess.run(["fusermount3", "-u", "-z", str(mp)], check=False)
 
 
+def test_a_dead_mount_says_what_to_do_and_umount_clears_it(tmp_path: Path) -> None:
+    """A daemon that died leaves "Transport endpoint is not connected" behind: mounting
+    again names the fix, and ``jobstore umount`` is that fix."""
+    locator = f"local:{tmp_path}/store"
+    JobStore(locator).initialize(Config())
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+
+    def jobstore(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([JOBSTORE, *args], capture_output=True, text=True, timeout=60)
+
+    try:
+        assert jobstore("mount", locator, str(mp)).returncode == 0
+        os.kill(int(daemon_lock_path(str(mp)).read_text()), signal.SIGKILL)
+        eventually(lambda: _errno(mp) == errno.ENOTCONN)
+
+        again = jobstore("mount", locator, str(mp))
+        assert again.returncode == 1 and again.stderr.count("\n") == 1, again.stderr
+        assert "dead mount" in again.stderr
+        assert f"run `jobstore umount {mp}` (or `fusermount3 -u {mp}`)" in again.stderr
+
+        done = jobstore("umount", str(mp))
+        assert done.returncode == 0, done.stderr
+        assert done.stderr == f"jobstore umount: {mp}: its daemon had died; unmounted\n"
+        assert mount_device(str(mp)) is None and not daemon_lock_path(str(mp)).exists()
+        assert jobstore("mount", locator, str(mp)).returncode == 0  # usable again
+        assert jobstore("umount", str(mp)).stderr == ""
+    finally:
+        if mount_device(str(mp)) is not None:
+            subprocess.run(["fusermount3", "-u", "-z", str(mp)], check=False)
+
+
+def _errno(path: Path) -> int:
+    try:
+        os.stat(path)
+    except OSError as e:
+        return e.errno or 0
+    return 0
+
+
+def test_a_mountpoint_that_is_not_empty_is_mounted_with_a_warning(tmp_path: Path) -> None:
+    locator = f"local:{tmp_path}/store"
+    JobStore(locator).initialize(Config())
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    (mp / "hidden").write_text("x")
+    try:
+        done = subprocess.run(
+            [JOBSTORE, "mount", locator, str(mp)], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0
+        assert done.stderr == (
+            f"jobstore mount: warning: {mp} is not empty; "
+            "what is in it stays hidden until unmounted\n"
+        )
+        assert not (mp / "hidden").exists()
+    finally:
+        subprocess.run([JOBSTORE, "umount", str(mp)], check=False)
+    assert (mp / "hidden").read_text() == "x"
+
+
 def _gone(pid: int) -> bool:
     """Whether the process has exited (a zombie waiting for init to reap it counts)."""
     try:
