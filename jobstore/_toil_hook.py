@@ -130,7 +130,7 @@ def _patch_common(module: ModuleType) -> None:
     toil_cls._jobstore_patched = True
     if hasattr(module, "parse_jobstore"):
         _patch_options(module)
-    module.parser_with_common_options = _wrap_parser(module.parser_with_common_options)
+    module.parser_with_common_options = _wrap_parser(module.parser_with_common_options)  # type: ignore[attr-defined]
 
 
 def _wrap_parser(original: Callable[..., Any]) -> Callable[..., Any]:
