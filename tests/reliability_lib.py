@@ -206,7 +206,6 @@ def forkserver() -> multiprocessing.context.ForkServerContext:
     A child forked from a server that imported Toil, boto3 and jobstore once is a
     real process running real code, and costs milliseconds instead of the second
     a fresh interpreter needs: that is what makes hundreds of kills affordable.
-    (Modules that do not exist yet are skipped by the fork server.)
     """
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
@@ -449,7 +448,8 @@ def table(lines: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-_PATH_ORDER = [
+#: Every API path that writes an object, in the order the campaigns report them.
+WRITE_PATHS = [
     "write_file",
     "write_file_stream",
     "update_file",
@@ -458,8 +458,8 @@ _PATH_ORDER = [
     "create_job",
     "write_shared_file_stream",
     "write_logs",
-    "delete_job",
 ]
+_PATH_ORDER = [*WRITE_PATHS, "delete_job"]
 
 
 if __name__ == "__main__":

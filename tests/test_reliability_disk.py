@@ -23,6 +23,7 @@ from toil.job import JobDescription
 
 from jobstore import JobStore
 from tests.reliability_lib import (
+    WRITE_PATHS,
     assert_no_debris_visible,
     file_ids,
     make_payload,
@@ -192,18 +193,6 @@ class Subject:
         assert parse_payload(job.reliability_payload) == ("big", 1)  # type: ignore[attr-defined]
 
 
-PATHS = [
-    "write_file",
-    "write_file_stream",
-    "update_file",
-    "update_file_stream",
-    "update_job",
-    "create_job",
-    "write_shared_file_stream",
-    "write_logs",
-]
-
-
 def temporaries(store: JobStore) -> list[str]:
     tmp = Path(store.backend.root) / ".tmp"  # type: ignore[attr-defined]
     return sorted(os.listdir(tmp)) if tmp.is_dir() else []
@@ -216,7 +205,7 @@ def test_full_disk(tmpfs: Path, tmp_path: Path, toil_config: Any, exhausted: str
     subject = Subject(store, tmp_path)
     filler = tmpfs / "filler"
     failures = 0
-    for path in PATHS:
+    for path in WRITE_PATHS:
         if exhausted == "blocks":
             fill(filler, leave=256 << 10)
         else:

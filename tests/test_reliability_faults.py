@@ -30,7 +30,6 @@ from toil.job import JobDescription
 
 from jobstore import JobStore, layout
 from jobstore.backend import BackendError
-from tests.conftest import HAVE_S3
 from tests.faultproxy import KINDS, FaultProxy
 from tests.reliability_lib import (
     assert_no_debris_visible,
@@ -44,8 +43,6 @@ from tests.reliability_lib import (
     workflow_result,
 )
 from tests.workflows import reliability as reliability_workflow
-
-pytestmark = pytest.mark.skipif(not HAVE_S3, reason="the s3: backend is not built yet")
 
 MiB = 1 << 20
 THREADS = 6

@@ -43,7 +43,6 @@ import pytest
 from toil.job import JobDescription
 
 from jobstore import JobStore, layout
-from tests.conftest import HAVE_S3
 from tests.mountutil import Mount
 from tests.reliability_lib import (
     Deadline,
@@ -607,8 +606,6 @@ def victim(
 ) -> Iterator[Victim]:
     backend = request.param
     if backend == "s3":
-        if not HAVE_S3:
-            pytest.skip("the s3: backend is not built yet")
         request.getfixturevalue("moto_endpoint")
     workdir = tmp_path_factory.mktemp(f"victim-{backend}")
     if backend == "s3":

@@ -31,7 +31,6 @@ from botocore.exceptions import ClientError
 from toil.job import JobDescription
 
 from jobstore import JobStore
-from tests.conftest import HAVE_S3
 from tests.faultproxy import FaultProxy
 from tests.reliability_lib import make_payload, record
 
@@ -122,8 +121,6 @@ def recorded(
     moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[FaultProxy, Any]]:
     """A recording proxy in front of moto, and a client that bypasses it."""
-    if not HAVE_S3:
-        pytest.skip("the s3: backend is not built yet")
     import boto3
     from botocore.config import Config
 
