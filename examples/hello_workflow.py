@@ -6,6 +6,7 @@ Add ``--sleep N`` to make each worker job linger, so a live run can be browsed.
 
 from __future__ import annotations
 
+import os
 import time
 
 from toil.common import Toil
@@ -18,7 +19,8 @@ def count_words(job: Job, text: str, sleep: float) -> str:
     time.sleep(sleep)
     store: AbstractFileStore = job.fileStore
     store.log_to_leader(f"counting words of {text!r}")
-    path = store.getLocalTempFile()
+    # A real name: the file ID carries it, so the store and the mount show words-the-quick-....txt.
+    path = os.path.join(store.getLocalTempDir(), f"words-{'-'.join(text.split()[:3])}.txt")
     with open(path, "w") as f:
         f.write(f"{text}: {len(text.split())} words\n")
     return str(store.writeGlobalFile(path))

@@ -274,9 +274,9 @@ def _umount(args: argparse.Namespace) -> int:
         lock: int | None = os.open(lock_path, os.O_RDONLY)
     except FileNotFoundError:
         lock = None
-    # No daemon holds the lock when it died (killed, out of memory): then the mount
-    # is dead ("Transport endpoint is not connected") and unmounting it is all there is to do.
-    dead = lock is None or _wait_for_lock(lock, 0)
+    # A daemon that was killed left its lock file behind, unlocked: the mount is dead
+    # ("Transport endpoint is not connected") and unmounting it is all there is to do.
+    dead = lock is not None and _wait_for_lock(lock, 0)
     try:
         done = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
         if done.returncode:
