@@ -22,18 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchutil import (
+    Report,
     Samples,
     Stopwatch,
     Table,
+    Verdicts,
     arg_parser,
     file_system,
     fmt_bytes_rate,
     fmt_rate,
     fmt_ratio,
     fmt_seconds,
-    machine_note,
-    median_interval,
-    save_report,
     scratch_dir,
     speedup,
     spread_subdirectories,
@@ -460,32 +459,6 @@ def bench_fsync(base: Path, count: int, small: Path, repeat: int) -> dict[str, S
 # ---------------------------------------------------------------------- report
 
 
-@dataclass
-class Verdicts:
-    """Targets met or missed; a ratio is "within noise" when its interval reaches the target."""
-
-    missed: list[str] = field(default_factory=list)
-    noisy: list[str] = field(default_factory=list)
-
-    def check(self, what: str, ok: bool) -> str:
-        if not ok:
-            self.missed.append(what)
-        return "ok" if ok else "MISS"
-
-    def check_ratio(self, what: str, ratios: list[float], target: float) -> tuple[str, str]:
-        """The verdict on the median of paired ratios, and the ratio with its 95% interval."""
-        ratio = statistics.median(ratios)
-        lo, hi = median_interval(ratios)
-        shown = f"{fmt_ratio(ratio)} ({lo:.2f}-{hi:.2f})"
-        if ratio >= target:
-            return "ok", shown
-        if hi >= target:
-            self.noisy.append(f"{what}: {shown}")
-            return "~", shown
-        self.missed.append(f"{what}: {shown}")
-        return "MISS", shown
-
-
 #: The order of the rows in a table.
 ROWS = [
     "create_job",
@@ -660,13 +633,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    out: list[str] = [f"bench_local: FileJobStore vs local:  {machine_note()}"]
-
-    def emit(text: str) -> None:
-        print(text + "\n", flush=True)
-        out.append(text + "\n")
-
-    print(out[0], flush=True)
+    report = Report("bench_local", "bench_local: FileJobStore vs local:")
+    emit = report.emit
     verdicts = Verdicts()
     by_n: dict[int, dict[str, Run]] = {}
     with scratch_dir("jobstore-bench-", args.tmp) as base:
@@ -705,18 +673,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.fsync_ops, bench_fsync(base, args.fsync_ops, small[0], args.repeat)
                 )
             )
-
-    if verdicts.noisy:
-        emit(
-            "Within noise (median below the target, its 95% interval reaching it):\n"
-            + "\n".join(f"  - {m}" for m in verdicts.noisy)
-        )
-    if verdicts.missed:
-        emit("Targets missed:\n" + "\n".join(f"  - {m}" for m in verdicts.missed))
-    else:
-        emit("No target missed.")
-    print(f"report saved to {save_report('bench_local', ''.join(out))}")
-    return 0
+    return report.finish(verdicts)
 
 
 if __name__ == "__main__":

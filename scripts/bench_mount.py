@@ -14,20 +14,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from benchutil import (
+    Report,
     Samples,
     Table,
+    Verdicts,
     arg_parser,
     file_system,
     fmt_bytes_rate,
     fmt_rate,
     fmt_ratio,
     fmt_seconds,
-    machine_note,
-    save_report,
     scratch_dir,
 )
 from toil.common import Config
@@ -127,16 +126,6 @@ def timed_ls(directory: Path) -> float:
     return time.perf_counter() - start
 
 
-@dataclass
-class Verdicts:
-    missed: list[str]
-
-    def check(self, ok: bool, what: str) -> str:
-        if not ok:
-            self.missed.append(what)
-        return "yes" if ok else "NO"
-
-
 def bench_large(base: Path, mib: int, repeat: int, verdicts: Verdicts) -> str:
     source = base / "large.bin"
     with open(source, "wb") as f:
@@ -171,7 +160,7 @@ def bench_large(base: Path, mib: int, repeat: int, verdicts: Verdicts) -> str:
             fmt_seconds(samples.median),
             fmt_bytes_rate(size * samples.rate),
             fmt_ratio(ratio),
-            verdicts.check(ratio >= READ_RATIO_TARGET, f"{name} read at {ratio:.2f}x")
+            verdicts.check(f"{name} read at {ratio:.2f}x", ratio >= READ_RATIO_TARGET)
             if name.endswith("warm")
             else "",
         )
@@ -219,13 +208,13 @@ def bench_jobs(base: Path, counts: list[int], repeat: int, verdicts: Verdicts) -
         ls_note = ""
         if n == LS_JOBS:
             ls_note = " " + verdicts.check(
-                warm.median < LS_TARGET_S, f"ls -l of {n:,} jobs took {warm.median:.2f} s"
+                f"ls -l of {n:,} jobs took {warm.median:.2f} s", warm.median < LS_TARGET_S
             )
         rss_note = ""
         if n == RSS_JOBS:
             rss_note = " " + verdicts.check(
-                listed_rss < RSS_TARGET_MB,
                 f"daemon peak RSS {listed_rss:.0f} MB after listing {n:,} jobs",
+                listed_rss < RSS_TARGET_MB,
             )
         table.row(
             f"{n:,}",
@@ -262,26 +251,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    out = [f"bench_mount: the FUSE view of local:  {machine_note()}\n"]
-
-    def emit(text: str) -> None:
-        print(text + "\n", flush=True)
-        out.append(text + "\n")
-
-    print(out[0], flush=True)
-    verdicts = Verdicts([])
+    report = Report("bench_mount", "bench_mount: the FUSE view of local:")
+    emit = report.emit
+    verdicts = Verdicts()
     with scratch_dir("jobstore-bench-mount-", args.tmp) as base:
         emit(f"{NOTES}\nScratch directory {base}: {file_system(base)}.")
         if args.large_mib > 0:
             emit(bench_large(base, args.large_mib, args.repeat, verdicts))
         counts = sorted({*args.n, *(c for c in (args.ls_jobs, args.rss_jobs) if c > 0)})
         emit(bench_jobs(base, counts, args.repeat, verdicts))
-    if verdicts.missed:
-        emit("Targets missed:\n" + "\n".join(f"  - {m}" for m in verdicts.missed))
-    else:
-        emit("Every target met.")
-    print(f"report saved to {save_report('bench_mount', ''.join(out))}")
-    return 0
+    return report.finish(verdicts)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 #: Where :func:`save_report` keeps reports (git-ignored).
@@ -264,6 +265,59 @@ def machine_note() -> str:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     now = datetime.datetime.now().isoformat(timespec="seconds")
     return f"{now}  cpus={os.cpu_count()}  load={load}"
+
+
+@dataclass
+class Verdicts:
+    """Targets met or missed; a ratio is "within noise" when its interval reaches the target."""
+
+    missed: list[str] = field(default_factory=list)
+    noisy: list[str] = field(default_factory=list)
+
+    def check(self, what: str, ok: bool) -> str:
+        if not ok:
+            self.missed.append(what)
+        return "ok" if ok else "MISS"
+
+    def check_ratio(self, what: str, ratios: list[float], target: float) -> tuple[str, str]:
+        """The verdict on the median of paired ratios, and the ratio with its 95% interval."""
+        ratio = statistics.median(ratios)
+        lo, hi = median_interval(ratios)
+        shown = f"{fmt_ratio(ratio)} ({lo:.2f}-{hi:.2f})"
+        if ratio >= target:
+            return "ok", shown
+        if hi >= target:
+            self.noisy.append(f"{what}: {shown}")
+            return "~", shown
+        self.missed.append(f"{what}: {shown}")
+        return "MISS", shown
+
+
+class Report:
+    """A benchmark's report: printed as it grows, and saved whole by :meth:`finish`."""
+
+    def __init__(self, name: str, title: str) -> None:
+        self.name = name
+        self.parts = [f"{title}  {machine_note()}\n"]
+        print(self.parts[0], flush=True)
+
+    def emit(self, text: str) -> None:
+        print(text + "\n", flush=True)
+        self.parts.append(text + "\n")
+
+    def finish(self, verdicts: Verdicts) -> int:
+        """Close with the targets missed (and those within noise); print where it is saved."""
+        if verdicts.noisy:
+            self.emit(
+                "Within noise (median below the target, its 95% interval reaching it):\n"
+                + "\n".join(f"  - {m}" for m in verdicts.noisy)
+            )
+        if verdicts.missed:
+            self.emit("Targets missed:\n" + "\n".join(f"  - {m}" for m in verdicts.missed))
+        else:
+            self.emit("No target missed.")
+        print(f"report saved to {save_report(self.name, ''.join(self.parts))}")
+        return 0
 
 
 def save_report(name: str, text: str) -> Path:
