@@ -212,6 +212,20 @@ def forkserver() -> multiprocessing.context.ForkServerContext:
     return ctx
 
 
+def store_env() -> dict[str, str]:
+    """What a forked child needs to reach the store (the fork server's environment is older)."""
+    keys = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    return {k: os.environ[k] for k in keys if k in os.environ}
+
+
+def write_local(path: str, data: bytes, executable: bool) -> str:
+    """A local file to store, private, with the owner's execute bit when asked."""
+    with open(path, "wb") as f:
+        f.write(data)
+    os.chmod(path, 0o700 if executable else 0o600)
+    return path
+
+
 def kill_tree(pid: int) -> None:
     """SIGKILL a process and every descendant, as a crashing machine would.
 

@@ -29,7 +29,7 @@ from toil.job import JobDescription
 from jobstore import JobStore, layout
 from jobstore.backend import Backend, DirEntry, NotFound, ObjectInfo, StoreExists
 from jobstore.locator import BACKENDS, InvalidLocator, Locator, Registration, parse_locator
-from tests.reliability_lib import forkserver
+from tests.reliability_lib import forkserver, store_env
 
 #: "At once": generous for a machine shared by parallel test runs (a request to moto
 #: takes milliseconds), and far below any waiting for consistency (Toil's waits ~30 s).
@@ -53,8 +53,9 @@ def backend(locator: str) -> Iterator[Backend]:
     b.destroy()
 
 
-def open_backend(locator: str) -> Backend:
-    """What another process does to reach the same objects."""
+def open_backend(locator: str, env: dict[str, str] | None = None) -> Backend:
+    """What another process does to reach the same objects (with ``env``: a forked child)."""
+    os.environ.update(env or {})
     return parse_locator(locator).open_backend()
 
 
@@ -95,9 +96,11 @@ def test_a_put_replaces_the_whole_object(backend: Backend) -> None:
     assert backend.stat("k").size == 3
 
 
-def _rewrite_forever(locator: str, key: str, versions: list[bytes], stop: Connection) -> int:
+def _rewrite_forever(
+    locator: str, env: dict[str, str], key: str, versions: list[bytes], stop: Connection
+) -> int:
     """Write the versions in turn, streamed in small pieces, until told to stop."""
-    b = open_backend(locator)
+    b = open_backend(locator, env)
     writes = 0
     while not stop.poll():
         data = versions[writes % len(versions)]
@@ -120,7 +123,9 @@ def test_a_reader_racing_a_writer_sees_old_or_new_never_a_part(
     ctx = forkserver()
     stop_recv, stop_send = ctx.Pipe(duplex=False)
     with ctx.Pool(1) as pool:
-        writer = pool.apply_async(_rewrite_forever, (locator, "race", versions, stop_recv))
+        writer = pool.apply_async(
+            _rewrite_forever, (locator, store_env(), "race", versions, stop_recv)
+        )
         reads, seen = 0, set()
         deadline = time.monotonic() + 1.5
         while time.monotonic() < deadline or len(seen) < 2:
@@ -152,8 +157,8 @@ def test_an_aborted_writer_leaves_nothing(backend: Backend) -> None:
 # ========================================================== processes
 
 
-def _write_on_cue(locator: str, count: int, cue: Connection) -> None:
-    b = open_backend(locator)
+def _write_on_cue(locator: str, env: dict[str, str], count: int, cue: Connection) -> None:
+    b = open_backend(locator, env)
     for i in range(count):
         b.put_bytes(f"ryw/{i}", str(i).encode())
         cue.send(i)
@@ -164,7 +169,7 @@ def test_read_your_writes_across_processes(backend: Backend, locator: str) -> No
     ctx = forkserver()
     here, there = ctx.Pipe()
     count = 20
-    child = ctx.Process(target=_write_on_cue, args=(locator, count, there))
+    child = ctx.Process(target=_write_on_cue, args=(locator, store_env(), count, there))
     child.start()
     try:
         for i in range(count):
@@ -180,8 +185,8 @@ def test_read_your_writes_across_processes(backend: Backend, locator: str) -> No
     assert child.exitcode == 0
 
 
-def _claim(locator: str, key: str, start: float) -> bool:
-    b = open_backend(locator)
+def _claim(locator: str, env: dict[str, str], key: str, start: float) -> bool:
+    b = open_backend(locator, env)
     b.exists("warm-up")  # connect before the start line
     time.sleep(max(0.0, start - time.time()))
     return b.put_if_absent(key)
@@ -193,7 +198,7 @@ def test_put_if_absent_has_one_winner_among_processes(backend: Backend, locator:
         for round_ in range(5):
             key = f"claims/{round_}"
             start = time.time() + 0.5
-            won = pool.starmap(_claim, [(locator, key, start)] * 4, chunksize=1)
+            won = pool.starmap(_claim, [(locator, store_env(), key, start)] * 4, chunksize=1)
             assert won.count(True) == 1, won
             assert backend.get_bytes(key) == b""
             assert backend.put_if_absent(key) is False

@@ -43,6 +43,8 @@ from tests.reliability_lib import (
     parse_payload,
     read_whole,
     record,
+    store_env,
+    write_local,
 )
 
 WORKERS = 8
@@ -95,11 +97,7 @@ class Worker:
         return make_payload(f"w{self.n}-{what}", self.seq, size)
 
     def local(self, data: bytes, executable: bool) -> str:
-        path = os.path.join(self.tmp, f"w{self.n}-{self.seq}")
-        with open(path, "wb") as f:
-            f.write(data)
-        os.chmod(path, 0o700 if executable else 0o600)
-        return path
+        return write_local(os.path.join(self.tmp, f"w{self.n}-{self.seq}"), data, executable)
 
     def run(self, ops: int) -> None:
         names = list(MIX)
@@ -290,11 +288,6 @@ def worker_main(
         result = {"error": traceback.format_exc()}
     with open(out, "w", encoding="utf-8") as f:
         json.dump(result, f)
-
-
-def store_env() -> dict[str, str]:
-    keys = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
-    return {k: os.environ[k] for k in keys if k in os.environ}
 
 
 class LogReader(threading.Thread):

@@ -60,11 +60,13 @@ from tests.reliability_lib import (
     read_whole,
     record,
     run_workflow,
+    store_env,
     sweep_debris,
     toil_clean,
     toil_env,
     workflow_command,
     workflow_result,
+    write_local,
 )
 from tests.workflows import reliability as reliability_workflow
 
@@ -136,11 +138,7 @@ class Campaign:
         return rng.choice(self.profile.sizes)
 
     def local_file(self, name: str, data: bytes, executable: bool) -> str:
-        path = str(self.scratch / name)
-        with open(path, "wb") as f:
-            f.write(data)
-        os.chmod(path, 0o700 if executable else 0o600)
-        return path
+        return write_local(str(self.scratch / name), data, executable)
 
 
 def seqs(view: JournalView) -> set[int]:
@@ -574,12 +572,6 @@ def child_main(
     except BaseException:
         journal.error(traceback.format_exc())
         raise
-
-
-def store_env() -> dict[str, str]:
-    """What a child needs to reach the store (the fork server's environment is older)."""
-    keys = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
-    return {k: os.environ[k] for k in keys if k in os.environ}
 
 
 # ======================================================================== parent
