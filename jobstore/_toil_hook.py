@@ -75,22 +75,31 @@ def _reject(reason: str, caller: Any) -> NoReturn:
     raise InvalidLocator(reason)
 
 
+def _check(jobstore_uri: str, caller: Any) -> str | None:
+    """The canonical form of one of our locators, None for one of Toil's; rejects the rest.
+
+    ``caller`` is the frame that called the checking function: argparse's, on a command line.
+    """
+    if _ours(jobstore_uri):
+        from jobstore.locator import InvalidLocator
+
+        try:
+            return canonical_locator(jobstore_uri)
+        except InvalidLocator as e:
+            _reject(str(e), caller)
+    reason = _unknown_type(jobstore_uri)
+    if reason is not None:
+        _reject(reason, caller)
+    return None
+
+
 def _wrap_parse_jobstore(original: Callable[[str], str]) -> Callable[[str], str]:
     if getattr(original, "_jobstore_patched", False):
         return original
 
     def parse_jobstore(jobstore_uri: str) -> str:
-        if _ours(jobstore_uri):
-            from jobstore.locator import InvalidLocator
-
-            try:
-                return canonical_locator(jobstore_uri)
-            except InvalidLocator as e:
-                _reject(str(e), sys._getframe(1))
-        reason = _unknown_type(jobstore_uri)
-        if reason is not None:
-            _reject(reason, sys._getframe(1))
-        return original(jobstore_uri)
+        canonical = _check(jobstore_uri, sys._getframe(1))
+        return original(jobstore_uri) if canonical is None else canonical
 
     parse_jobstore._jobstore_patched = True  # type: ignore[attr-defined]
     parse_jobstore.__doc__ = original.__doc__
@@ -143,25 +152,16 @@ def _wrap_parser(original: Callable[..., Any]) -> Callable[..., Any]:
         parser = original(*args, **kwargs)
         for action in parser._actions:
             if action.dest == "jobStore" and action.type is str:
-                action.type = check_jobstore
+                action.type = _check_jobstore
         return parser
 
     parser_with_common_options.__doc__ = original.__doc__
     return parser_with_common_options
 
 
-def check_jobstore(jobstore_uri: str) -> str:
+def _check_jobstore(jobstore_uri: str) -> str:
     """The locator unchanged, once it is known to name a store (as ``parse_jobstore`` checks)."""
-    if _ours(jobstore_uri):
-        from jobstore.locator import InvalidLocator, parse_locator
-
-        try:
-            parse_locator(jobstore_uri)
-        except InvalidLocator as e:
-            _reject(str(e), sys._getframe(1))
-    reason = _unknown_type(jobstore_uri)
-    if reason is not None:
-        _reject(reason, sys._getframe(1))
+    _check(jobstore_uri, sys._getframe(1))
     return jobstore_uri
 
 
