@@ -91,22 +91,22 @@ class CorruptJobError(ValueError):
         self.job_id = job_id
 
 
-_warned: set[str] = set()
+_warned: set[tuple[str, str]] = set()
 _warned_lock = threading.Lock()
 
 
-def warn_once(key: str, message: str) -> None:
-    """Log a warning about the object at ``key`` once in this process, not on every access."""
+def warn_once(locator: str, key: str, message: str) -> None:
+    """Log a warning about an object once in this process, not on every access."""
     with _warned_lock:
-        if key in _warned:
+        if (locator, key) in _warned:
             return
-        _warned.add(key)
+        _warned.add((locator, key))
     logger.warning("%s", message)
 
 
-def warn_stray(key: str, why: str) -> None:
-    """Log that the stray object at ``key`` is skipped (once per key and process)."""
-    warn_once(key, f"Skipping stray object {key!r} in the job store: {why}")
+def warn_stray(locator: str, key: str, why: str) -> None:
+    """Log that the stray object at ``key`` of a store is skipped (once per key and process)."""
+    warn_once(locator, key, f"Skipping stray object {key!r} in {locator}: {why}")
 
 
 def check_job(key: str, job_id: str, data: bytes) -> JobDescription:
@@ -276,7 +276,7 @@ class JobStore(AbstractJobStore, HintedJobStore):
         for key in self.backend.list(layout.JOBS):
             job_id = layout.job_id_from_key(key)
             if job_id is None:
-                warn_stray(key, layout.stray_reason(key) or "not a job key")
+                warn_stray(self.locator, key, layout.stray_reason(key) or "not a job key")
             else:
                 yield key, job_id
 
@@ -302,7 +302,7 @@ class JobStore(AbstractJobStore, HintedJobStore):
         for key in self.backend.list(f"{layout.FILES}{layout.JOB_FILES}/"):
             job_id = layout.job_file_owner(key)
             if job_id is None:
-                warn_stray(key, layout.stray_reason(key) or "not a cleanup file key")
+                warn_stray(self.locator, key, layout.stray_reason(key) or "not a cleanup file key")
             elif job_id not in live:
                 orphans.add(job_id)
         for job_id in sorted(orphans):
@@ -584,7 +584,7 @@ class JobStore(AbstractJobStore, HintedJobStore):
         for key in self.backend.list(layout.SHARED):
             name = layout.shared_name_from_key(key)
             if name is None:
-                warn_stray(key, "not a shared file name")
+                warn_stray(self.locator, key, "not a shared file name")
             else:
                 yield name
 
@@ -638,7 +638,12 @@ class JobStore(AbstractJobStore, HintedJobStore):
         except NotFound:
             return None, set()
         except ValueError as e:
-            warn_stray(layout.LOG_CURSOR, f"unreadable log cursor, reading every message: {e}")
+            warn_once(
+                self.locator,
+                layout.LOG_CURSOR,
+                f"Unreadable log cursor {layout.LOG_CURSOR!r} in {self.locator} ({e}): "
+                "every log message is read again",
+            )
             return None, set()
 
     def log_keys(self, start_after: str | None = None) -> Iterator[str]:
@@ -647,7 +652,7 @@ class JobStore(AbstractJobStore, HintedJobStore):
             if layout.is_log_key(key):
                 yield key
             else:
-                warn_stray(key, "not a log message key")
+                warn_stray(self.locator, key, "not a log message key")
 
     # ========================================================== hint tree
 

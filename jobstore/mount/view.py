@@ -501,7 +501,7 @@ class View:
         except NoSuchJobException:
             raise NoEntry(job_id) from None
         except CorruptJobError as e:
-            raise _damaged(e) from None
+            raise _damaged(self.store.locator, e) from None
 
     def _job_log_id(self, job_id: str, missing_ok: bool = False) -> Any:
         """The job's log file ID; with ``missing_ok``, None also for a corrupt job."""
@@ -532,7 +532,7 @@ class View:
         try:
             rendered = render_description(self.store.job_from_bytes(job_id, data))
         except CorruptJobError as e:
-            raise _damaged(e) from None
+            raise _damaged(self.store.locator, e) from None
         with self._json_lock:
             self._json_cache[digest] = rendered
             while len(self._json_cache) > self.JSON_CACHE_SIZE:
@@ -588,9 +588,12 @@ class _FixedListing:
         return [(0, name, is_dir) for name, is_dir in self._names] if segment == 0 else []
 
     def attr(self, name: str, is_dir: bool) -> Attr | None:
-        with contextlib.suppress(NoEntry):
+        try:
             return self._view.getattr((*self._path, name))
-        return None
+        except NoEntry:
+            return None
+        except Damaged:  # a corrupt job's description.json: listed, reading it is EIO
+            return Attr(False, FILE_MODE, 0, self._view.mount_time_ns, True)
 
 
 class _BackendListing:
@@ -611,15 +614,16 @@ class _BackendListing:
         if segment != 0:
             return
         held: BackendEntry | None = None  # S3 lists a file and a "directory" of one name apart
+        locator = self._view.store.locator
         for e in self._view.backend.listdir(self._prefix):
             key = self._prefix + e.name + ("/" if e.is_dir else "")
             if self._valid is not None and (e.is_dir or not self._valid(e.name)):
-                warn_stray(key, f"no {self._path[0]}/ entry can be named so")
+                warn_stray(locator, key, f"no {self._path[0]}/ entry can be named so")
             elif not _is_entry_name(e.name):
-                warn_stray(key, "not a name a directory entry can have")
+                warn_stray(locator, key, "not a name a directory entry can have")
             elif held is not None and e.name == held.name:
                 # The file wins, as in getattr; the keys below the directory stay unseen.
-                warn_stray(self._prefix + e.name + "/", "a file of the same name hides it")
+                warn_stray(locator, self._prefix + e.name + "/", "a file of the same name hides it")
                 held = held if not held.is_dir else e
             else:
                 if held is not None:
@@ -652,7 +656,9 @@ class _JobsListing:
         for key in self._view.backend.list(layout.JOBS, start_after=start_after):
             job_id = layout.job_id_from_key(key)
             if job_id is None:
-                warn_stray(key, layout.stray_reason(key) or "not a job key")
+                warn_stray(
+                    self._view.store.locator, key, layout.stray_reason(key) or "not a job key"
+                )
             else:
                 yield int(layout.shard(job_id), 16), job_id, True
 
@@ -689,8 +695,8 @@ def _is_entry_name(name: str) -> bool:
     )
 
 
-def _damaged(e: CorruptJobError) -> Damaged:
-    warn_once(e.key, str(e))
+def _damaged(locator: str, e: CorruptJobError) -> Damaged:
+    warn_once(locator, e.key, f"{e} in {locator}")
     return Damaged(str(e))
 
 
