@@ -29,6 +29,7 @@ from toil.jobStores.abstractJobStore import NoSuchJobException
 
 from jobstore import JobStore, layout
 from jobstore.mount import view as v
+from jobstore.s3 import S3Backend
 from jobstore.store import CorruptJobError
 from tests.test_store import new_job
 from tests.test_view import list_all, read_all
@@ -303,7 +304,8 @@ def plant_every_problem(store: JobStore, tmp_path: Path) -> dict[str, str]:
         problems[".tmp/killed-writer"] = "debris"
     else:
         s3 = store.backend
-        s3.client.create_multipart_upload(Bucket=s3.bucket, Key=s3.prefix + "files/@anon/half")  # type: ignore[attr-defined]
+        assert isinstance(s3, S3Backend)
+        s3.client.create_multipart_upload(Bucket=s3.bucket, Key=s3.prefix + "files/@anon/half")
         problems["files/@anon/half"] = "debris"
     assert store.file_exists(planted.cleanup_file)
     return problems
