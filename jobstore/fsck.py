@@ -39,6 +39,7 @@ import pickle
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TextIO
@@ -209,22 +210,28 @@ class _Checker:
         return why is None
 
     def _jobs(self) -> set[str]:
-        """IDs of the jobs that load; stray and corrupt job keys reported."""
+        """IDs of the jobs that load; stray and corrupt job keys reported.
+
+        Descriptions load ``backend.concurrency`` at a time (one request each on S3).
+        """
+        keys = [k for k in self.b.list(layout.JOBS) if self._key(k)]
         live: set[str] = set()
-        for key in self.b.list(layout.JOBS):
-            if not self._key(key):
-                continue
-            job_id = layout.job_id_from_key(key)
-            assert job_id is not None  # not stray
-            try:
-                check_job(key, job_id, self.b.get_bytes(key))
-            except NotFound:
-                continue  # deleted while we looked: not a problem
-            except CorruptJobError as e:
-                self._add("corrupt", key, str(e).partition(": ")[2] + f" (job {job_id})")
-                continue
-            live.add(job_id)
+        with ThreadPoolExecutor(self.b.concurrency, thread_name_prefix="fsck") as pool:
+            for key, error in zip(keys, pool.map(self._load_job, keys), strict=True):
+                job_id = layout.job_id_from_key(key)
+                if error is None:
+                    live.add(str(job_id))
+                elif isinstance(error, CorruptJobError):
+                    self._add("corrupt", key, error.why + f" (job {job_id})")
         return live
+
+    def _load_job(self, key: str) -> Exception | None:
+        """Why the job at ``key`` does not load (NotFound: deleted meanwhile), or None."""
+        try:
+            check_job(key, str(layout.job_id_from_key(key)), self.b.get_bytes(key))
+        except (NotFound, CorruptJobError) as e:
+            return e
+        return None
 
     def _cursor(self) -> None:
         try:

@@ -89,6 +89,7 @@ class CorruptJobError(ValueError):
         super().__init__(f"corrupt job {job_id} at key {key!r}: {why}")
         self.key = key
         self.job_id = job_id
+        self.why = why
 
 
 _warned: set[tuple[str, str]] = set()
