@@ -296,6 +296,10 @@ def plant_every_problem(store: JobStore, tmp_path: Path) -> dict[str, str]:
     problems[layout.file_key(undead)] = "hint"
     b.put_bytes(layout.LOG_CURSOR, b"[]")
     problems[layout.LOG_CURSOR] = "cursor"
+    if not is_local(store):  # keys no file system can hold
+        for key in ("jobs/", "files/a//b", "/leading-slash", "logs/odd ?&=+%ü", "shared/./x"):
+            b.put_bytes(key, b"odd")
+            problems[key] = "stray"
     # Debris: a temporary of a killed writer (local), an unfinished upload (s3).
     if is_local(store):
         tmp = Path(store.locator.removeprefix("local:")) / ".tmp" / "killed-writer"

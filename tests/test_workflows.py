@@ -226,3 +226,8 @@ def test_damaged_store_restarts(store_locator: str, tmp_path: Path) -> None:
     ) == sorted(strays), found.stdout
     run([JOBSTORE, "fsck", "--repair", store_locator], cwd=workdir)
     assert run([JOBSTORE, "fsck", store_locator], cwd=workdir).stdout.startswith("clean:")
+
+    store.backend.put_bytes("jobs/stray-again", b"stray bytes")
+    toil_cli("clean", store_locator, cwd=workdir)
+    with pytest.raises(NoSuchJobStoreException):
+        JobStore(store_locator).resume()
