@@ -8,7 +8,9 @@ problem as ``<kind> <key>: <what>``. The kinds:
     stores skip it with a warning.
 ``corrupt``
     a job key whose bytes do not load as that job's description
-    (:class:`jobstore.store.CorruptJobError`); restarts stop on it.
+    (:class:`jobstore.store.CorruptJobError`), or a log message that is not the
+    JSON Toil's leader reads (:class:`jobstore.store.CorruptLogError`); restarts
+    stop on either.
 ``orphan``
     a ``cleanup=True`` file of a job that is not (or no longer loads) in the store.
 ``hint``
@@ -35,6 +37,7 @@ create claims, temporaries and uploads that are not debris yet.
 
 from __future__ import annotations
 
+import json
 import pickle
 import secrets
 import time
@@ -162,6 +165,7 @@ class _Checker:
 
     def run(self, debris_age: float) -> Report:
         live = self._jobs()
+        logs: list[str] = []
         hinted_files: set[str] = set()
         claims: set[str] = set()
         tombstones: set[str] = set()
@@ -183,8 +187,14 @@ class _Checker:
                 elif key.startswith(layout.HINTS):
                     kind, slot = layout.parse_hint_path(key[len(layout.HINTS) :]) or ("", "")
                     (claims if kind == "files" else tombstones).add(slot)
+                elif key.startswith(layout.LOGS):
+                    logs.append(key)
                 elif key == layout.LOG_CURSOR:
                     self._cursor()
+        with ThreadPoolExecutor(self.b.concurrency, thread_name_prefix="fsck") as pool:
+            for key, why in zip(logs, pool.map(self._load_log, logs), strict=True):
+                if why is not None:
+                    self._add("corrupt", key, why)
         self._hints(hinted_files, claims, tombstones)
         if _load_config(self.b) is None:
             self._add("config", layout.CONFIG, "missing or not a Toil config", fixable=False)
@@ -231,6 +241,16 @@ class _Checker:
             check_job(key, str(layout.job_id_from_key(key)), self.b.get_bytes(key))
         except (NotFound, CorruptJobError) as e:
             return e
+        return None
+
+    def _load_log(self, key: str) -> str | None:
+        """Why the log message at ``key`` is not one Toil's leader can read, or None."""
+        try:
+            json.loads(self.b.get_bytes(key))
+        except NotFound:
+            return None
+        except ValueError as e:  # UnicodeDecodeError too
+            return f"not a Toil log message, which is JSON ({type(e).__name__}: {e})"
         return None
 
     def _cursor(self) -> None:

@@ -78,18 +78,36 @@ class InvalidFileID(NoSuchFileException, ValueError):
         self.args = (f"not a file ID of this store: {file_id!r}",)
 
 
-class CorruptJobError(ValueError):
-    """A job key the layout produced holds bytes that are not that job's description.
+class CorruptObjectError(ValueError):
+    """A key the layout produced holds bytes that do not load as what the key stands for.
+
+    ``jobstore fsck`` finds these and ``--repair`` moves them aside.
+    """
+
+    def __init__(self, key: str, message: str, why: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.why = why
+
+
+class CorruptJobError(CorruptObjectError):
+    """A job key holds bytes that are not that job's description.
 
     Not a :class:`NoSuchJobException`: Toil would take the job for finished and
-    carry on without it. ``jobstore fsck --repair`` moves the object aside.
+    carry on without it.
     """
 
     def __init__(self, key: str, job_id: str, why: str) -> None:
-        super().__init__(f"corrupt job {job_id} at key {key!r}: {why}")
-        self.key = key
+        super().__init__(key, f"corrupt job {job_id} at key {key!r}: {why}", why)
         self.job_id = job_id
-        self.why = why
+
+
+class CorruptLogError(CorruptObjectError):
+    """The reader of log messages (Toil's leader) failed on the message at ``key``."""
+
+    def __init__(self, key: str, error: Exception) -> None:
+        why = f"{type(error).__name__}: {error}"
+        super().__init__(key, f"corrupt log message at key {key!r}: {why}", why)
 
 
 _warned: set[tuple[str, str]] = set()
@@ -603,30 +621,43 @@ class JobStore(AbstractJobStore, HintedJobStore):
         was read. Messages newer than the grace window are remembered by name
         too, so one whose writer minted its key a little before a faster
         writer's is still read exactly once. Assumes one reader (the leader).
+        A message the callback fails on raises :class:`CorruptLogError` naming
+        its key; the messages before it stay read.
         """
         mark, seen = self._load_log_cursor()
         start_after = None if read_all or mark is None else mark
         now = time.time_ns()
-        count = 0
         read: list[str] = []
-        for key in self.log_keys(start_after):
-            if not read_all and key in seen:
-                continue
-            try:
-                data = self.backend.get_bytes(key)
-            except NotFound:
-                continue
-            callback(io.BytesIO(data))
-            count += 1
-            read.append(key)
+        try:
+            for key in self.log_keys(start_after):
+                if not read_all and key in seen:
+                    continue
+                try:
+                    data = self.backend.get_bytes(key)
+                except NotFound:
+                    continue
+                try:
+                    callback(io.BytesIO(data))
+                except Exception as e:
+                    raise CorruptLogError(key, e) from e
+                read.append(key)
+        except CorruptLogError:
+            # Remember what was read, but keep the mark: nothing after the bad one is skipped.
+            self._save_log_cursor(mark, seen, mark, read)
+            raise
         new_mark = layout.log_key_floor(now - LOG_GRACE_NS)
         if mark is not None and mark > new_mark:
             new_mark = mark
-        new_seen = {k for k in (*seen, *read) if k > new_mark}
+        self._save_log_cursor(mark, seen, new_mark, read)
+        return len(read)
+
+    def _save_log_cursor(
+        self, mark: str | None, seen: set[str], new_mark: str | None, read: list[str]
+    ) -> None:
+        new_seen = {k for k in (*seen, *read) if new_mark is None or k > new_mark}
         if new_mark != mark or new_seen != seen:
             cursor = {"mark": new_mark, "seen": sorted(new_seen)}
             self.backend.put_bytes(layout.LOG_CURSOR, json.dumps(cursor).encode())
-        return count
 
     def _load_log_cursor(self) -> tuple[str | None, set[str]]:
         """The cursor's mark and the keys read after it; none when missing or damaged.

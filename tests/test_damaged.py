@@ -11,6 +11,7 @@ moves bad objects aside without deleting any.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -21,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from toil.common import Config
@@ -30,7 +32,7 @@ from toil.jobStores.abstractJobStore import NoSuchJobException
 from jobstore import JobStore, layout
 from jobstore.mount import view as v
 from jobstore.s3 import S3Backend
-from jobstore.store import CorruptJobError
+from jobstore.store import CorruptJobError, CorruptLogError
 from tests.test_store import new_job
 from tests.test_view import list_all, read_all
 
@@ -69,8 +71,8 @@ def healthy(store: JobStore, tmp_path: Path) -> Planted:
     path = tmp_path / "cleanup.txt"
     path.write_bytes(b"cleanup")
     cleanup_file = store.write_file(str(path), root.jobStoreID, cleanup=True)
-    store.write_logs("message one")
-    store.write_logs("message two")
+    store.write_logs(json.dumps("message one"))  # Toil's leader reads messages as JSON
+    store.write_logs(json.dumps("message two"))
     return Planted(root, cleanup_file, 2)
 
 
@@ -126,7 +128,7 @@ def test_stray_objects_are_skipped_by_every_listing(
         assert len(list(other.log_keys())) == planted.logs
     messages: list[bytes] = []
     assert other.read_logs(lambda f: messages.append(f.read())) == planted.logs
-    assert messages == [b"message one", b"message two"]
+    assert messages == [b'"message one"', b'"message two"']
 
     # What a restart does: Toil's clean over jobs(), then our orphan and debris clean-up.
     cache = {j.jobStoreID: j for j in other.jobs()}
@@ -219,6 +221,28 @@ def test_corrupt_job_is_an_error_naming_key_and_job(store: JobStore) -> None:
             view.open(("jobs", job.jobStoreID, "description.json"))
 
 
+def test_corrupt_log_message_is_an_error_naming_its_key(store: JobStore) -> None:
+    """Toil's leader reads each message as JSON: one that is not stops it by name, once fixed
+    (fsck --repair) reading goes on, and no message is delivered twice or skipped."""
+    store.write_logs(json.dumps(1))
+    bad = layout.new_log_key()
+    store.backend.put_bytes(bad, b"{truncated")
+    store.write_logs(json.dumps(2))
+    got: list[object] = []
+
+    def toil_like(f: Any) -> None:
+        got.append(json.loads(f.read()))
+
+    for _ in range(2):
+        with pytest.raises(CorruptLogError) as e:
+            store.read_logs(toil_like)
+        assert bad in str(e.value) and "JSONDecodeError" in str(e.value)
+        assert got == [1]
+    assert fsck(store.locator, "--repair").returncode == 0
+    assert store.read_logs(toil_like) == 1
+    assert got == [1, 2]
+
+
 def test_damaged_log_cursor_rereads_instead_of_failing(store: JobStore) -> None:
     store.write_logs("once")
     assert store.read_logs(lambda f: None) == 1
@@ -296,6 +320,9 @@ def plant_every_problem(store: JobStore, tmp_path: Path) -> dict[str, str]:
     problems[layout.file_key(undead)] = "hint"
     b.put_bytes(layout.LOG_CURSOR, b"[]")
     problems[layout.LOG_CURSOR] = "cursor"
+    junk_log = layout.new_log_key()
+    b.put_bytes(junk_log, b"\xff not JSON")
+    problems[junk_log] = "corrupt"
     if not is_local(store):  # keys no file system can hold
         for key in ("jobs/", "files/a//b", "/leading-slash", "logs/odd ?&=+%ü", "shared/./x"):
             b.put_bytes(key, b"odd")
