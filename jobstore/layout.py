@@ -69,6 +69,7 @@ _LOG_NAME = re.compile(r"[0-9]{20}-[0-9a-f]{12}")
 _HINT = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 _HINT_FILES, _HINT_DELETED = "files", "deleted"
 _SLOT_NUMBER = re.compile(r"0|[1-9][0-9]*")
+_BASENAME_CHARS = re.compile(r"[^\x00-\x1f\x7f/]+")
 MAX_FILE_ID = 1024
 MAX_BASENAME_BYTES = 200
 #: No component we issue is longer (basenames are cut to 200 bytes); longer ones would
@@ -215,7 +216,14 @@ def is_hinted(file_id: str) -> bool:
 
 
 def _is_basename(name: str) -> bool:
-    return bool(name) and sanitize_basename(name, default="") == name
+    """Whether :func:`sanitize_basename` leaves ``name`` as it is (and does not default it)."""
+    return (
+        _BASENAME_CHARS.fullmatch(name) is not None
+        and name == name.strip()
+        and name not in (".", "..")
+        and _is_utf8(name)
+        and len(name.encode("utf-8")) <= MAX_BASENAME_BYTES
+    )
 
 
 def parse_hint_path(path: str) -> tuple[str, str] | None:

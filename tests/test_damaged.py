@@ -33,7 +33,7 @@ from jobstore import JobStore, layout
 from jobstore.mount import view as v
 from jobstore.s3 import S3Backend
 from jobstore.store import CorruptJobError, CorruptLogError
-from tests.test_store import new_job
+from tests.test_store import WEIRD_BASENAMES, new_job
 from tests.test_view import list_all, read_all
 
 JOBSTORE = os.path.join(os.path.dirname(sys.executable), "jobstore")
@@ -391,3 +391,34 @@ def test_fsck_config_and_unusable_stores(store: JobStore, tmp_path: Path) -> Non
         assert done.stdout == "" and len(done.stderr.strip().splitlines()) == 1, done.stderr
     usage = subprocess.run([JOBSTORE, "fsck"], capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2
+
+
+def test_fsck_finds_nothing_wrong_with_what_the_store_writes(
+    store: JobStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No false alarm: every shape of name the store issues passes the layout's checks.
+
+    A false ``stray`` would have ``--repair`` set live data aside.
+    """
+    job = new_job(store)
+    store.set_root_job(job.jobStoreID)
+    for hints in (None, ["wf", "task"], ["..", "files", "ünï", "x" * 500, "deleted", "a/b"]):
+        for basename in WEIRD_BASENAMES:
+            store.get_empty_file_store_id(job.jobStoreID, cleanup=True, basename=basename)
+            kept = store.get_empty_file_store_id(hints=hints, basename=basename)
+            with store.write_file_stream(hints=hints, basename=basename) as (f, gone):
+                f.write(b"x")
+            store.delete_file(gone)  # a tombstone, for hinted IDs
+            assert store.file_exists(kept)
+    for name in ["ünïcödé 🙂.sh", "new\nline", "..x", " spaced "]:
+        path = tmp_path / name
+        path.write_bytes(b"imported")
+        store.import_file(path.as_uri())
+    store.write_logs(json.dumps({"a": 1}))
+    store.read_logs(lambda f: None)  # writes the cursor
+    caplog.set_level(logging.WARNING, logger="jobstore")
+    assert list(store.job_ids()) == [job.jobStoreID]
+    store.clean()
+    assert not [r for r in caplog.records if r.name.startswith("jobstore")]
+    done = fsck(store.locator)
+    assert (done.returncode, done.stderr) == (0, ""), done.stdout
