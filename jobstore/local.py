@@ -100,11 +100,6 @@ class LocalBackend(Backend):
                 os.unlink(item.handle)
         return False
 
-    def remove_stale_temporaries(self, older_than: float) -> None:
-        """Delete the debris (see :meth:`debris`) older than ``older_than`` seconds."""
-        for item in list(self.debris(older_than)):
-            self.clear_debris(item, keep_under=None)
-
     # ---------------------------------------------------------------- paths
 
     def _path(self, key: str) -> str:
