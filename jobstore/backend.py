@@ -76,6 +76,18 @@ class ObjectInfo:
 
 
 @dataclass(frozen=True)
+class Debris:
+    """What a killed writer or deleter left outside every key (no listing shows it)."""
+
+    #: How reports name it (the backend's own words: a temporary file, an upload).
+    name: str
+    #: Seconds since it was last written.
+    age: float
+    #: What the backend needs to remove it.
+    handle: str
+
+
+@dataclass(frozen=True)
 class DirEntry:
     """One level of a key listing: a name and whether more keys lie below it."""
 
@@ -121,12 +133,30 @@ class Backend(ABC):
     def destroy(self) -> None:
         """Delete every object of the store; idempotent, safe to call again after a failure."""
 
-    def remove_debris(self) -> None:  # noqa: B027 - optional hook
+    #: Debris younger than this may belong to a writer still at work (one copying
+    #: a huge file for hours): only older debris is removed on restart.
+    stale_debris_seconds: float = 24 * 3600
+
+    def remove_debris(self) -> None:
         """Remove what writers killed long ago left behind, where the backend can see it.
 
         Called when a workflow restarts. Debris is never visible through the
         other methods; this only gives the space back.
         """
+        for item in list(self.debris(self.stale_debris_seconds)):
+            self.clear_debris(item, keep_under=None)
+
+    def debris(self, older_than: float) -> Iterator[Debris]:
+        """Debris last written more than ``older_than`` seconds ago."""
+        return iter(())
+
+    def clear_debris(self, item: Debris, keep_under: str | None) -> bool:
+        """Remove ``item``; with ``keep_under``, move it to ``keep_under + item.name`` instead.
+
+        Backends that cannot keep an item (an unfinished S3 upload holds no
+        object) remove it either way. True when the item was kept.
+        """
+        raise NotImplementedError  # only backends whose debris() finds anything get here
 
     def env(self) -> dict[str, str]:
         """Environment variables a worker on another machine needs to reach this backend."""
@@ -208,6 +238,17 @@ class Backend(ABC):
         """Remove several objects; backends batch this where they can."""
         for key in keys:
             self.delete(key)
+
+    def move(self, src: str, dst: str) -> None:
+        """Move the object at ``src`` to ``dst`` (a new key): copied whole, then deleted.
+
+        Raises :class:`NotFound`. Backends with a rename override this.
+        """
+        executable = self.stat(src).executable
+        with self.reader(src) as f, self.writer(dst, executable) as out:
+            while chunk := f.read(1 << 20):
+                out.write(chunk)
+        self.delete(src)
 
     def delete_prefix(self, prefix: str) -> None:
         """Remove every object whose key starts with ``prefix`` (a '/'-terminated prefix)."""

@@ -13,6 +13,18 @@ Layout (every backend stores the same keys)::
     hints/<hint-path>                   slot claims and tombstones for hinted IDs
     logs/<time>-<unique>                one object per log message, in write order
     meta/log-cursor.json                which log messages the leader has read
+    quarantine/<stamp>/<key>            objects ``jobstore fsck --repair`` moved aside
+
+Damage comes in two kinds, told apart here once for every reader:
+
+* a *stray* key is one this layout cannot have produced (a name that is not a
+  job ID, a job in the wrong shard, a file ID of no known shape, anything at
+  the top level but the prefixes above). Stores skip it with a warning, so a
+  stray object never stops a restart, ``toil status`` or the mount;
+* a *corrupt* object sits at a key the layout produced but its bytes do not
+  load (see :class:`jobstore.store.CorruptJobError`): that is an error.
+
+Nothing reads ``quarantine/``: every listing of the store ignores it.
 
 File IDs come in three shapes, told apart by their first component (hints are
 sanitised to ``[A-Za-z0-9_.-]`` so they can never start with ``@``)::
@@ -38,7 +50,9 @@ JOBS = "jobs/"
 FILES = "files/"
 HINTS = "hints/"
 LOGS = "logs/"
-LOG_CURSOR = "meta/log-cursor.json"
+META = "meta/"
+LOG_CURSOR = META + "log-cursor.json"
+QUARANTINE = "quarantine/"
 CONFIG = SHARED + "config.pickle"
 
 ANON = "@anon"
@@ -47,6 +61,15 @@ JOB_FILES = "@job"
 _JOB_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
 _SHARED_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
 _SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_SHARD = re.compile(r"[0-9a-f]{3}")
+_UUID_HEX = re.compile(r"[0-9a-f]{32}")
+_ANON_REST = re.compile(r"[0-9a-f]{29}")
+_LOG_NAME = re.compile(r"[0-9]{20}-[0-9a-f]{12}")
+#: One component of a hint string (see toil's HintedJobStore._sanitize_hint).
+_HINT = re.compile(r"[A-Za-z0-9_.-]{1,40}")
+_HINT_FILES, _HINT_DELETED = "files", "deleted"
+_SLOT_NUMBER = re.compile(r"0|[1-9][0-9]*")
+_BASENAME_CHARS = re.compile(r"[^\x00-\x1f\x7f/]+")
 MAX_FILE_ID = 1024
 MAX_BASENAME_BYTES = 200
 #: No component we issue is longer (basenames are cut to 200 bytes); longer ones would
@@ -82,12 +105,32 @@ def job_key(job_id: str) -> str:
     return f"{JOBS}{shard(job_id)}/{job_id}"
 
 
-def job_id_from_key(key: str) -> str:
-    return key.rsplit("/", 1)[-1]
+def job_id_from_key(key: str) -> str | None:
+    """The job ID whose description lives at ``key``, or None for a stray key."""
+    shard_name, sep, job_id = key.removeprefix(JOBS).partition("/")
+    if key.startswith(JOBS) and sep and is_job_id(job_id) and shard(job_id) == shard_name:
+        return job_id
+    return None
 
 
 def job_files_prefix(job_id: str) -> str:
     return f"{FILES}{JOB_FILES}/{shard(job_id)}/{job_id}/"
+
+
+def job_file_owner(key: str) -> str | None:
+    """The job a ``cleanup=True`` file at ``key`` belongs to, or None for a stray key."""
+    parts = key.removeprefix(FILES).split("/")
+    if (
+        key.startswith(FILES)
+        and len(parts) == 5
+        and parts[0] == JOB_FILES
+        and is_job_id(parts[2])
+        and shard(parts[2]) == parts[1]
+        and _UUID_HEX.fullmatch(parts[3])
+        and _is_basename(parts[4])
+    ):
+        return parts[2]
+    return None
 
 
 # ------------------------------------------------------------------ files
@@ -172,6 +215,67 @@ def is_hinted(file_id: str) -> bool:
     return not file_id.startswith("@")
 
 
+def _is_basename(name: str) -> bool:
+    """Whether :func:`sanitize_basename` leaves ``name`` as it is (and does not default it)."""
+    return (
+        _BASENAME_CHARS.fullmatch(name) is not None
+        and name == name.strip()
+        and name not in (".", "..")
+        and _is_utf8(name)
+        and len(name.encode("utf-8")) <= MAX_BASENAME_BYTES
+    )
+
+
+def parse_hint_path(path: str) -> tuple[str, str] | None:
+    """``(kind, slot)`` of a hint-tree path, or None when no hinted ID can have made it.
+
+    ``kind`` is ``"files"`` for a slot (a hinted file ID and its claim) and
+    ``"deleted"`` for a tombstone; ``slot`` is the file ID the path stands for.
+    Shapes as toil's HintedJobStore makes them: ``<hint>/.../<kind>/[<n>/]<basename>``.
+    """
+    parts = path.split("/")
+    i = next((i for i, p in enumerate(parts) if p in (_HINT_FILES, _HINT_DELETED)), None)
+    if i is None:
+        return None
+    hints, kind, tail = parts[:i], parts[i], parts[i + 1 :]
+    if not hints or not all(_HINT.fullmatch(h) and h not in (".", "..") for h in hints):
+        return None
+    if len("/".join(hints)) > 120 or len(tail) not in (1, 2) or not _is_basename(tail[-1]):
+        return None
+    if len(tail) == 2 and not _SLOT_NUMBER.fullmatch(tail[0]):
+        return None
+    return kind, "/".join([*hints, _HINT_FILES, *tail])
+
+
+def tombstone_path(slot: str) -> str:
+    """The hint-tree path of the tombstone of a slot from :func:`parse_hint_path`."""
+    kind, found = parse_hint_path(slot) or ("", "")
+    if kind != _HINT_FILES or found != slot:
+        raise InvalidName(f"not a hinted file ID: {slot!r}")
+    hints, _, rest = slot.partition(f"/{_HINT_FILES}/")
+    return f"{hints}/{_HINT_DELETED}/{rest}"
+
+
+def _file_id_stray_reason(file_id: str) -> str | None:
+    parts = file_id.split("/")
+    if parts[0] == JOB_FILES:
+        if job_file_owner(FILES + file_id) is None:
+            return "not a cleanup file ID (@job/<shard>/<job-id>/<uuid>/<basename>)"
+        return None
+    if parts[0] == ANON:
+        if (
+            len(parts) == 4
+            and _SHARD.fullmatch(parts[1])
+            and _ANON_REST.fullmatch(parts[2])
+            and _is_basename(parts[3])
+        ):
+            return None
+        return "not an anonymous file ID (@anon/<abc>/<uuid>/<basename>)"
+    if parse_hint_path(file_id) == (_HINT_FILES, file_id):
+        return None
+    return "not a file ID of this store"
+
+
 # ----------------------------------------------------------------- shared
 
 
@@ -185,6 +289,14 @@ def shared_key(name: str) -> str:
     return SHARED + check_shared_name(name)
 
 
+def shared_name_from_key(key: str) -> str | None:
+    """The shared file name stored at ``key``, or None for a stray key."""
+    name = key.removeprefix(SHARED)
+    if key.startswith(SHARED) and _SHARED_NAME.fullmatch(name) and name not in (".", ".."):
+        return name
+    return None
+
+
 # ------------------------------------------------------------------- logs
 
 
@@ -194,6 +306,47 @@ def new_log_key(now_ns: int | None = None) -> str:
     return f"{LOGS}{stamp:020d}-{uuid.uuid4().hex[:12]}"
 
 
+def is_log_name(name: str) -> bool:
+    """Whether ``logs/<name>`` is a key :func:`new_log_key` can have made."""
+    return _LOG_NAME.fullmatch(name) is not None
+
+
+def is_log_key(key: str) -> bool:
+    return key.startswith(LOGS) and is_log_name(key[len(LOGS) :])
+
+
 def log_key_floor(now_ns: int) -> str:
     """The smallest log key that a message written at ``now_ns`` or later can have."""
     return f"{LOGS}{now_ns:020d}"
+
+
+# ----------------------------------------------------------------- damage
+
+
+def stray_reason(key: str) -> str | None:
+    """Why this layout cannot have produced ``key``, or None when it can have.
+
+    Keys under :data:`QUARANTINE` are none of the store's business: None.
+    """
+    if key.startswith(QUARANTINE):
+        return None
+    if key.startswith(JOBS):
+        if job_id_from_key(key) is not None:
+            return None
+        job_id = key.rsplit("/", 1)[-1]
+        if key.count("/") == 2 and is_job_id(job_id):
+            return f"job in the wrong shard (belongs at {job_key(job_id)})"
+        return "not a job key (jobs/<shard>/<job-id>)"
+    if key.startswith(FILES):
+        return _file_id_stray_reason(key[len(FILES) :])
+    if key.startswith(HINTS):
+        if parse_hint_path(key[len(HINTS) :]) is None:
+            return "not a hint claim or tombstone (<hints>/files|deleted/[<n>/]<basename>)"
+        return None
+    if key.startswith(SHARED):
+        return None if shared_name_from_key(key) else "not a shared file name"
+    if key.startswith(LOGS):
+        return None if is_log_key(key) else "not a log message key (<time>-<unique>)"
+    if key == LOG_CURSOR:
+        return None
+    return "outside every prefix of the store's layout"

@@ -24,14 +24,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from jobstore.backend import Backend, DirEntry, NotFound, ObjectInfo, StoreExists
+from jobstore.backend import Backend, Debris, DirEntry, NotFound, ObjectInfo, StoreExists
 from jobstore.layout import MAX_FILE_ID
 from jobstore.locator import InvalidLocator, Locator
 
 TMP_DIR = ".tmp"
-#: Temporary files older than this are debris of killed writers, removed when a workflow
-#: restarts. A day, because a worker of the old run may still be copying a huge file.
-STALE_TMP_SECONDS = 24 * 3600
 _COPY_CHUNK = 8 * 1024 * 1024
 _DIR_MODE = 0o700
 #: Longest file name (bytes) that Linux file systems accept, and longest store path: what
@@ -101,26 +98,31 @@ class LocalBackend(Backend):
                     raise
                 time.sleep(0.1 * (attempt + 1))
 
-    def remove_debris(self) -> None:
-        self.remove_stale_temporaries(STALE_TMP_SECONDS)
-
-    def remove_stale_temporaries(self, older_than: float) -> None:
-        """Delete what writers and deleters killed long ago left behind.
-
-        Files are half-written objects; directories are subtrees that
+    def debris(self, older_than: float) -> Iterator[Debris]:
+        """Files in ``.tmp`` are half-written objects; directories are subtrees that
         ``delete_prefix`` had moved aside but not yet removed. A directory keeps
         the mtime it had before the move, so it can look stale at once.
         """
-        cutoff = time.time() - older_than
+        now = time.time()
         with contextlib.suppress(FileNotFoundError), os.scandir(self._tmp) as entries:
             for entry in entries:
                 with contextlib.suppress(FileNotFoundError):
-                    if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
-                        continue
-                    if entry.is_dir(follow_symlinks=False):
-                        shutil.rmtree(entry.path, ignore_errors=True)
-                    else:
-                        os.unlink(entry.path)
+                    age = now - entry.stat(follow_symlinks=False).st_mtime
+                    if age > older_than:
+                        yield Debris(f"{TMP_DIR}/{entry.name}", age, entry.path)
+
+    def clear_debris(self, item: Debris, keep_under: str | None) -> bool:
+        with contextlib.suppress(FileNotFoundError):
+            if keep_under is not None:
+                dest = self._path(keep_under + item.name)
+                _makedirs(os.path.dirname(dest))
+                os.rename(item.handle, dest)
+                return True
+            if os.path.isdir(item.handle) and not os.path.islink(item.handle):
+                shutil.rmtree(item.handle, ignore_errors=True)
+            else:
+                os.unlink(item.handle)
+        return False
 
     # ---------------------------------------------------------------- paths
 
@@ -296,6 +298,16 @@ class LocalBackend(Backend):
         except (FileNotFoundError, NotADirectoryError):
             return
         shutil.rmtree(graveyard, ignore_errors=True)
+
+    def move(self, src: str, dst: str) -> None:
+        """One rename (same file system), parents created and emptied ones removed."""
+        dest = self._path(dst)
+        _makedirs(os.path.dirname(dest))
+        try:
+            os.rename(self._path(src), dest)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(src) from None
+        self.prune_empty_parents(src, src.split("/", 1)[0] + "/")
 
     def prune_empty_parents(self, key: str, stop: str) -> None:
         """Remove directories left empty by a delete, up to (not including) ``stop``.

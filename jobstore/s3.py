@@ -55,7 +55,15 @@ from s3transfer.subscribers import BaseSubscriber
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from jobstore import layout
-from jobstore.backend import Backend, BackendError, DirEntry, NotFound, ObjectInfo, StoreExists
+from jobstore.backend import (
+    Backend,
+    BackendError,
+    Debris,
+    DirEntry,
+    NotFound,
+    ObjectInfo,
+    StoreExists,
+)
 from jobstore.locator import InvalidLocator, Locator
 
 if TYPE_CHECKING:
@@ -72,8 +80,6 @@ STREAM_PARTS = 3
 TRANSFER_THREADS = 8
 #: Requests worth running side by side (``JobStore.jobs()`` loads this many at once).
 CONCURRENCY = 16
-#: Unfinished multipart uploads older than this are debris of killed writers (see local.py).
-STALE_UPLOAD_SECONDS = 24 * 3600
 #: S3's limit on keys per DeleteObjects request.
 DELETE_BATCH = 1000
 #: Lifetime of presigned URLs (SigV4 allows up to a week; temporary credentials end sooner).
@@ -335,26 +341,40 @@ class S3Backend(Backend):
         missing bucket or an empty prefix is nothing to do.
         """
         self.delete_prefix("")
-        self._abort_uploads(started_before=None)
+        self._abort_uploads()
 
-    def remove_debris(self) -> None:
-        """Abort multipart uploads that writers killed long ago left open (S3 bills them)."""
-        self._abort_uploads(started_before=time.time() - STALE_UPLOAD_SECONDS)
+    def debris(self, older_than: float) -> Iterator[Debris]:
+        """Multipart uploads that writers killed left open (S3 bills them)."""
+        cutoff = time.time() - older_than
+        for upload in self._uploads():
+            initiated = upload.get("Initiated")
+            if initiated is not None and initiated.timestamp() < cutoff:
+                key = upload["Key"][len(self.prefix) :]
+                yield Debris(
+                    f"{key} (unfinished upload {upload['UploadId']})",
+                    time.time() - initiated.timestamp(),
+                    f"{upload['UploadId']} {upload['Key']}",
+                )
 
-    def _abort_uploads(self, started_before: float | None) -> None:
+    def clear_debris(self, item: Debris, keep_under: str | None) -> bool:
+        """Abort the upload: its parts are no object, and S3 cannot make one elsewhere."""
+        upload_id, full_key = item.handle.split(" ", 1)
+        with self._errors("ABORT", full_key, missing_ok=True):
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=full_key, UploadId=upload_id)
+        return False
+
+    def _uploads(self) -> Iterator[dict[str, Any]]:
         paginator = self.client.get_paginator("list_multipart_uploads")
         with self._errors("LIST-UPLOADS", "", missing_ok=True):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
-                for upload in page.get("Uploads", []):
-                    initiated = upload.get("Initiated")
-                    if started_before is not None and (
-                        initiated is None or initiated.timestamp() >= started_before
-                    ):
-                        continue
-                    with self._errors("ABORT", upload["Key"], missing_ok=True):
-                        self.client.abort_multipart_upload(
-                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
-                        )
+                yield from page.get("Uploads", [])
+
+    def _abort_uploads(self) -> None:
+        for upload in list(self._uploads()):
+            with self._errors("ABORT", upload["Key"], missing_ok=True):
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                )
 
     def env(self) -> dict[str, str]:
         """Where the service is (endpoint, region), never credentials."""

@@ -8,7 +8,12 @@ What this adds over Toil's own stores:
 * log messages are one immutable object each, read in write order through a
   cursor, so reading them never rewrites or moves them;
 * every name from outside goes through :mod:`jobstore.layout` before it can
-  become a key, so no ID reaches outside the store.
+  become a key, so no ID reaches outside the store;
+* damage is told apart (see :mod:`jobstore.layout`): every listing skips a
+  stray key with a warning naming it (:func:`warn_stray`), so a stray object
+  never stops a restart, ``toil status`` or ``toil clean``; a job key the
+  layout produced whose bytes do not load as that job's description raises
+  :class:`CorruptJobError`, naming the key and the job.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import logging
 import os
 import pickle
 import stat
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -70,6 +76,73 @@ class InvalidFileID(NoSuchFileException, ValueError):
     def __init__(self, file_id: object) -> None:
         super().__init__(str(file_id))
         self.args = (f"not a file ID of this store: {file_id!r}",)
+
+
+class CorruptObjectError(ValueError):
+    """A key the layout produced holds bytes that do not load as what the key stands for.
+
+    ``jobstore fsck`` finds these and ``--repair`` moves them aside.
+    """
+
+    def __init__(self, key: str, message: str, why: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.why = why
+
+
+class CorruptJobError(CorruptObjectError):
+    """A job key holds bytes that are not that job's description.
+
+    Not a :class:`NoSuchJobException`: Toil would take the job for finished and
+    carry on without it.
+    """
+
+    def __init__(self, key: str, job_id: str, why: str) -> None:
+        super().__init__(key, f"corrupt job {job_id} at key {key!r}: {why}", why)
+        self.job_id = job_id
+
+
+class CorruptLogError(CorruptObjectError):
+    """The reader of log messages (Toil's leader) failed on the message at ``key``."""
+
+    def __init__(self, key: str, error: Exception) -> None:
+        why = f"{type(error).__name__}: {error}"
+        super().__init__(key, f"corrupt log message at key {key!r}: {why}", why)
+
+
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+def warn_once(locator: str, key: str, message: str) -> None:
+    """Log a warning about an object once in this process, not on every access."""
+    with _warned_lock:
+        if (locator, key) in _warned:
+            return
+        _warned.add((locator, key))
+    logger.warning("%s", message)
+
+
+def warn_stray(locator: str, key: str, why: str) -> None:
+    """Log that the stray object at ``key`` of a store is skipped (once per key and process)."""
+    warn_once(locator, key, f"Skipping stray object {key!r} in {locator}: {why}")
+
+
+def check_job(key: str, job_id: str, data: bytes) -> JobDescription:
+    """The description of ``job_id`` stored at ``key`` as ``data``; CorruptJobError if it is not.
+
+    Unpickling junk can raise nearly anything (UnpicklingError, EOFError,
+    ValueError, ImportError, ...): every such failure is corruption here.
+    """
+    try:
+        job = pickle.loads(data)
+    except Exception as e:
+        raise CorruptJobError(key, job_id, f"does not unpickle ({type(e).__name__}: {e})") from e
+    if not isinstance(job, JobDescription):
+        raise CorruptJobError(key, job_id, f"holds a {type(job).__name__}, not a JobDescription")
+    if job.jobStoreID != job_id:
+        raise CorruptJobError(key, job_id, f"holds the description of {job.jobStoreID!r}")
+    return job
 
 
 class JobStore(AbstractJobStore, HintedJobStore):
@@ -162,11 +235,12 @@ class JobStore(AbstractJobStore, HintedJobStore):
         return layout.is_job_id(job_id) and self.backend.exists(layout.job_key(job_id))
 
     def load_job(self, job_id: str) -> JobDescription:
+        key = self._job_key(job_id)
         try:
-            data = self.backend.get_bytes(self._job_key(job_id))
+            data = self.backend.get_bytes(key)
         except NotFound:
             raise NoSuchJobException(job_id) from None
-        return self._unpickle_job(data)
+        return self._unpickle_job(key, job_id, data)
 
     def load_job_bytes(self, job_id: str) -> bytes:
         """The pickled description exactly as stored (for tools such as the FUSE view)."""
@@ -175,12 +249,12 @@ class JobStore(AbstractJobStore, HintedJobStore):
         except NotFound:
             raise NoSuchJobException(job_id) from None
 
-    def job_from_bytes(self, data: bytes) -> JobDescription:
+    def job_from_bytes(self, job_id: str, data: bytes) -> JobDescription:
         """The description in bytes from :meth:`load_job_bytes`, as :meth:`load_job` gives it."""
-        return self._unpickle_job(data)
+        return self._unpickle_job(self._job_key(job_id), job_id, data)
 
-    def _unpickle_job(self, data: bytes) -> JobDescription:
-        job: JobDescription = pickle.loads(data)
+    def _unpickle_job(self, key: str, job_id: str, data: bytes) -> JobDescription:
+        job = check_job(key, job_id, data)
         job.assignConfig(self.config)
         return job
 
@@ -192,19 +266,29 @@ class JobStore(AbstractJobStore, HintedJobStore):
         self.backend.delete_with_prefix(key, files)
 
     def jobs(self) -> Iterator[JobDescription]:
-        def load(key: str) -> JobDescription | None:
+        def load(item: tuple[str, str]) -> JobDescription | None:
+            key, job_id = item
             try:
-                return self._unpickle_job(self.backend.get_bytes(key))
+                return self._unpickle_job(key, job_id, self.backend.get_bytes(key))
             except NotFound:  # deleted while we were listing
                 return None
 
-        for job in self._map(load, self.backend.list(layout.JOBS)):
+        for job in self._map(load, self._job_keys()):
             if job is not None:
                 yield job
 
     def job_ids(self) -> Iterator[str]:
         """Every job ID in the store, without loading any description."""
-        return map(layout.job_id_from_key, self.backend.list(layout.JOBS))
+        return (job_id for _, job_id in self._job_keys())
+
+    def _job_keys(self) -> Iterator[tuple[str, str]]:
+        """``(key, job ID)`` of every job key the layout produced; stray keys are skipped."""
+        for key in self.backend.list(layout.JOBS):
+            job_id = layout.job_id_from_key(key)
+            if job_id is None:
+                warn_stray(self.locator, key, layout.stray_reason(key) or "not a job key")
+            else:
+                yield key, job_id
 
     def clean(
         self, jobCache: dict[str | TemporaryID, JobDescription] | None = None
@@ -224,14 +308,16 @@ class JobStore(AbstractJobStore, HintedJobStore):
         runs on restart, when no process of the old run writes any more.
         """
         live = set(self.job_ids())
-        base = f"{layout.FILES}{layout.JOB_FILES}/"
         orphans: set[str] = set()
-        for key in self.backend.list(base):
-            shard, job_id = key[len(base) :].split("/", 2)[:2]
-            if job_id not in live:
-                orphans.add(f"{base}{shard}/{job_id}/")
-        for prefix in sorted(orphans):
-            self.backend.delete_prefix(prefix)
+        for key in self.backend.list(f"{layout.FILES}{layout.JOB_FILES}/"):
+            job_id = layout.job_file_owner(key)
+            if job_id is None:
+                warn_stray(self.locator, key, layout.stray_reason(key) or "not a cleanup file key")
+            elif job_id not in live:
+                orphans.add(job_id)
+        for job_id in sorted(orphans):
+            # What delete_job would have deleted, had it finished.
+            self.backend.delete_prefix(layout.job_files_prefix(job_id))
 
     def _job_key(self, job_id: str) -> str:
         if not layout.is_job_id(job_id):
@@ -503,7 +589,12 @@ class JobStore(AbstractJobStore, HintedJobStore):
             raise NoSuchFileException(shared_file_name) from None
 
     def shared_file_names(self) -> Iterator[str]:
-        return (k[len(layout.SHARED) :] for k in self.backend.list(layout.SHARED))
+        for key in self.backend.list(layout.SHARED):
+            name = layout.shared_name_from_key(key)
+            if name is None:
+                warn_stray(self.locator, key, "not a shared file name")
+            else:
+                yield name
 
     # ================================================================= logs
 
@@ -519,41 +610,70 @@ class JobStore(AbstractJobStore, HintedJobStore):
         was read. Messages newer than the grace window are remembered by name
         too, so one whose writer minted its key a little before a faster
         writer's is still read exactly once. Assumes one reader (the leader).
+        A message the callback fails on raises :class:`CorruptLogError` naming
+        its key; the messages before it stay read.
         """
         mark, seen = self._load_log_cursor()
         start_after = None if read_all or mark is None else mark
         now = time.time_ns()
-        count = 0
         read: list[str] = []
-        for key in self.backend.list(layout.LOGS, start_after=start_after):
-            if not read_all and key in seen:
-                continue
-            try:
-                data = self.backend.get_bytes(key)
-            except NotFound:
-                continue
-            callback(io.BytesIO(data))
-            count += 1
-            read.append(key)
+        try:
+            for key in self.log_keys(start_after):
+                if not read_all and key in seen:
+                    continue
+                try:
+                    data = self.backend.get_bytes(key)
+                except NotFound:
+                    continue
+                try:
+                    callback(io.BytesIO(data))
+                except Exception as e:
+                    raise CorruptLogError(key, e) from e
+                read.append(key)
+        except CorruptLogError:
+            # Remember what was read, but keep the mark: nothing after the bad one is skipped.
+            self._save_log_cursor(mark, seen, mark, read)
+            raise
         new_mark = layout.log_key_floor(now - LOG_GRACE_NS)
         if mark is not None and mark > new_mark:
             new_mark = mark
-        new_seen = {k for k in (*seen, *read) if k > new_mark}
+        self._save_log_cursor(mark, seen, new_mark, read)
+        return len(read)
+
+    def _save_log_cursor(
+        self, mark: str | None, seen: set[str], new_mark: str | None, read: list[str]
+    ) -> None:
+        new_seen = {k for k in (*seen, *read) if new_mark is None or k > new_mark}
         if new_mark != mark or new_seen != seen:
             cursor = {"mark": new_mark, "seen": sorted(new_seen)}
             self.backend.put_bytes(layout.LOG_CURSOR, json.dumps(cursor).encode())
-        return count
 
     def _load_log_cursor(self) -> tuple[str | None, set[str]]:
+        """The cursor's mark and the keys read after it; none when missing or damaged.
+
+        A damaged cursor costs messages read twice, never a message lost or a
+        leader stopped; ``jobstore fsck`` reports it.
+        """
         try:
-            cursor = json.loads(self.backend.get_bytes(layout.LOG_CURSOR))
+            return parse_log_cursor(self.backend.get_bytes(layout.LOG_CURSOR))
         except NotFound:
             return None, set()
-        return cursor["mark"], set(cursor["seen"])
+        except ValueError as e:
+            warn_once(
+                self.locator,
+                layout.LOG_CURSOR,
+                f"Unreadable log cursor {layout.LOG_CURSOR!r} in {self.locator} ({e}): "
+                "every log message is read again",
+            )
+            return None, set()
 
-    def log_keys(self) -> Iterator[str]:
-        """Every stored log message's key, read or not, in write order."""
-        return self.backend.list(layout.LOGS)
+    def log_keys(self, start_after: str | None = None) -> Iterator[str]:
+        """Every stored log message's key, read or not, in write order; stray keys skipped."""
+        for key in self.backend.list(layout.LOGS, start_after=start_after):
+            if layout.is_log_key(key):
+                yield key
+            else:
+                warn_stray(self.locator, key, "not a log message key")
 
     # ========================================================== hint tree
 
@@ -584,6 +704,20 @@ class JobStore(AbstractJobStore, HintedJobStore):
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
+
+
+def parse_log_cursor(data: bytes) -> tuple[str | None, set[str]]:
+    """The mark and seen keys of a stored log cursor; ValueError when it is not one."""
+    try:
+        cursor = json.loads(data)
+        mark, seen = cursor["mark"], cursor["seen"]
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"not a log cursor: {e}") from None
+    if not (mark is None or isinstance(mark, str)) or not isinstance(seen, list):
+        raise ValueError("not a log cursor: wrong types")
+    if not all(isinstance(k, str) for k in seen):
+        raise ValueError("not a log cursor: wrong types")
+    return mark, set(seen)
 
 
 def _is_executable(path: str) -> bool:

@@ -357,20 +357,10 @@ def sweep_debris(store: JobStore) -> int:
     On ``local:`` that is ``.tmp``; on ``s3:``, unfinished multipart uploads,
     which S3 keeps (and bills) until someone aborts them.
     """
-    backend: Any = store.backend
-    if hasattr(backend, "remove_stale_temporaries"):
-        tmp = os.path.join(backend.root, ".tmp")
-        count = len(os.listdir(tmp)) if os.path.isdir(tmp) else 0
-        backend.remove_stale_temporaries(older_than=-1)
-        return count
-    uploads = backend.client.list_multipart_uploads(
-        Bucket=backend.bucket, Prefix=backend.prefix
-    ).get("Uploads", [])
-    for upload in uploads:
-        backend.client.abort_multipart_upload(
-            Bucket=backend.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
-        )
-    return len(uploads)
+    debris = list(store.backend.debris(older_than=-1))
+    for item in debris:
+        store.backend.clear_debris(item, keep_under=None)
+    return len(debris)
 
 
 # ------------------------------------------------------------------- figures

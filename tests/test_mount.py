@@ -275,7 +275,8 @@ def test_store_errors_are_eio_and_the_daemon_keeps_serving(
         assert (m / "shared/pid.log").read_bytes() == b"4242"
         assert len(os.listdir(m / "jobs")) == len(populated.job_ids)
         assert m.proc.poll() is None
-        assert "Traceback" in m.log_text() and "answering EIO" in m.log_text()
+        # A corrupt job is named once in the log (key and job), however often it is read.
+        assert m.log_text().count(f"corrupt job {victim} at key {layout.job_key(victim)!r}") == 1
     finally:
         m.close()
 

@@ -20,10 +20,11 @@ from pathlib import Path
 import pytest
 from toil.jobStores.abstractJobStore import NoSuchJobStoreException
 
-from jobstore import JobStore
+from jobstore import JobStore, layout
 
 WORKFLOWS = Path(__file__).parent / "workflows"
 VENV_BIN = os.path.dirname(sys.executable)
+JOBSTORE = os.path.join(VENV_BIN, "jobstore")
 RUN_TIMEOUT = 180
 COMMON_OPTIONS = [
     "--logLevel=INFO",
@@ -175,4 +176,58 @@ def test_cwl_runner(store_locator: str, tmp_path: Path) -> None:
     assert outputs["count"]["size"] == 3
     assert (tmp_path / "out" / "count.txt").read_text().strip() == "10"
     with pytest.raises(NoSuchJobStoreException):  # removed after the successful run
+        JobStore(store_locator).resume()
+
+
+def test_damaged_store_restarts(store_locator: str, tmp_path: Path) -> None:
+    """Stray objects do not stop ``toil status`` or ``--restart``; a corrupt job does, by name.
+
+    Then ``jobstore fsck`` finds exactly the strays planted in the real run's store, and
+    ``--repair`` sets them aside.
+    """
+    workdir = tmp_path / "work"
+    prepare(workdir)
+    first = pipeline(store_locator, workdir, check=False)
+    assert first.returncode != 0, first.stderr
+
+    store = JobStore(store_locator)
+    store.resume()
+    strays = ["files/@job/stray", "jobs/stray", "jobs/000/not-a-job"]
+    for key in strays:
+        store.backend.put_bytes(key, b"stray bytes")
+
+    status = toil_cli("status", "--failed", store_locator, cwd=workdir, check=False)
+    output = status.stdout + status.stderr
+    assert "1 completely failed jobs" in status.stdout, output
+    assert "Traceback" not in output  # toil status walks the graph from the root: no listing
+
+    # A corrupt job stops the restart with its key and ID, before anything is changed.
+    (gated,) = [j for j in store.jobs() if j.jobName.endswith("gated")]
+    key = layout.job_key(gated.jobStoreID)
+    original = store.backend.get_bytes(key)
+    store.backend.put_bytes(key, original[:20])
+    (workdir / "gate").write_text("gate opened before the restart")
+    refused = pipeline(store_locator, workdir, "--restart", check=False)
+    assert refused.returncode != 0
+    assert f"corrupt job {gated.jobStoreID} at key {key!r}" in refused.stdout + refused.stderr
+    store.backend.put_bytes(key, original)
+
+    second = pipeline(store_locator, workdir, "--restart", "--clean=never")
+    output = second.stdout + second.stderr
+    for key in strays:
+        assert output.count(repr(key)) == 1, (key, output)  # one warning per key and process
+    assert json.loads((workdir / "result.json").read_text())["gate"].startswith("gate opened")
+    toil_cli("status", "--failIfNotComplete", store_locator, cwd=workdir)
+
+    found = run([JOBSTORE, "fsck", store_locator], cwd=workdir, check=False)
+    assert found.returncode == 1
+    assert sorted(
+        line.split(" ", 2)[1].rstrip(":") for line in found.stdout.splitlines()[:-1]
+    ) == sorted(strays), found.stdout
+    run([JOBSTORE, "fsck", "--repair", store_locator], cwd=workdir)
+    assert run([JOBSTORE, "fsck", store_locator], cwd=workdir).stdout.startswith("clean:")
+
+    store.backend.put_bytes("jobs/stray-again", b"stray bytes")
+    toil_cli("clean", store_locator, cwd=workdir)
+    with pytest.raises(NoSuchJobStoreException):
         JobStore(store_locator).resume()

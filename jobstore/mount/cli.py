@@ -1,4 +1,6 @@
-"""``jobstore mount LOCATOR MOUNTPOINT`` and ``jobstore umount MOUNTPOINT``.
+"""``jobstore mount LOCATOR MOUNTPOINT``, ``jobstore umount MOUNTPOINT``, ``jobstore fsck LOCATOR``.
+
+``fsck`` is :mod:`jobstore.fsck`; this only parses its arguments.
 
 Without ``--foreground`` the mount command forks a daemon and returns only
 when the daemon reports, through a pipe, that the mount is ready, or exits
@@ -33,7 +35,11 @@ FLAG_OPTIONS = ("allow_other", "allow_root", "debug")
 
 
 class CommandError(Exception):
-    """A failure reported as one line and a non-zero exit."""
+    """A failure reported as one line and a non-zero exit (``code``)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,10 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "mount":
             return _mount(args)
+        if args.command == "fsck":
+            return _fsck(args)
         return _umount(args)
     except CommandError as e:
         print(f"{PROG} {args.command}: {e}", file=sys.stderr)
-        return 1
+        return e.code
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -93,6 +101,27 @@ def _parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="log at DEBUG level, FUSE requests included"
     )
     m.set_defaults(allow_other=False, allow_root=False)
+
+    f = commands.add_parser(
+        "fsck",
+        help="check every object of a store; exit 1 when there is a problem",
+        description="Check every object of a job store and list each problem. "
+        "Exit 0 when clean, 1 when there are problems, 2 when the store cannot be read.",
+    )
+    f.add_argument("locator", help="local:<path> or s3:<bucket>[/<prefix>]")
+    f.add_argument(
+        "--repair",
+        action="store_true",
+        help="move bad objects under quarantine/ in the store (never deletes data); "
+        "for a stopped run only",
+    )
+    f.add_argument(
+        "--debris-age",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="temporaries and uploads older than this are debris (default: a day)",
+    )
 
     u = commands.add_parser("umount", help="unmount and wait for the daemon to exit")
     u.add_argument("mountpoint")
@@ -260,6 +289,22 @@ def _setup_logging(level: str, log_file: Path | None) -> None:
     # `kill -USR1 <daemon>` shows where a hanging daemon is stuck.
     faulthandler.enable(stream)
     faulthandler.register(signal.SIGUSR1, file=stream, all_threads=True)
+
+
+# ================================================================== fsck
+
+
+def _fsck(args: argparse.Namespace) -> int:
+    try:
+        locator = parse_locator(args.locator).canonical
+    except InvalidLocator as e:
+        raise CommandError(str(e), code=2) from None
+    from jobstore import fsck  # Toil loads here, not for mount's parent or umount
+
+    try:
+        return fsck.run(locator, args.repair, args.debris_age, sys.stdout)
+    except fsck.Unusable as e:
+        raise CommandError(str(e), code=2) from None
 
 
 # ================================================================ umount

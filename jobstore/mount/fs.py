@@ -58,6 +58,7 @@ _ERRNO: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int],
     (v.IsADir, errno.EISDIR),
     (v.ReadOnly, errno.EROFS),
     (v.BadKillWord, errno.EINVAL),
+    (v.Damaged, errno.EIO),  # logged where it was found, once per object
 )
 
 

@@ -16,6 +16,13 @@ The tree (SPEC "The FUSE view")::
 Nothing is cached across calls except rendered ``description.json`` documents,
 keyed by the digest of the stored pickle, so every answer reflects what the
 store holds now.
+
+Damage (see :mod:`jobstore.layout`): stray keys under ``jobs/``, ``shared/``
+and ``logs/`` are left out of listings and lookups with a warning naming the
+key, as are names no directory entry can have (empty, ``.``, ``..``, too long)
+and, on S3, a directory that shares its name with a file. ``files/`` shows
+every other key, stray or not: it is a plain tree of keys. A corrupt job's
+``description.pickle`` still reads; what needs it unpickled answers ``EIO``.
 """
 
 from __future__ import annotations
@@ -35,7 +42,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 from toil.jobStores.abstractJobStore import NoSuchJobException
 
 from jobstore import layout
+from jobstore.backend import DirEntry as BackendEntry
 from jobstore.backend import NotFound, ObjectInfo
+from jobstore.store import CorruptJobError, warn_once, warn_stray
 
 if TYPE_CHECKING:
     from toil.job import JobDescription
@@ -86,6 +95,10 @@ class ReadOnly(ViewError):
 
 class BadKillWord(ViewError):
     """The kill flag was given something other than ``YES`` or ``NO``."""
+
+
+class Damaged(ViewError):
+    """The stored object is corrupt (the warning naming it was logged)."""
 
 
 # ============================================================= attributes
@@ -355,9 +368,9 @@ class View:
                 raise NoEntry(path)
             return self._object_attr(_checked(layout.shared_key, rest[0]), live=True)
         if top == "logs":
-            if len(rest) != 1:
+            if len(rest) != 1 or not layout.is_log_name(rest[0]):
                 raise NoEntry(path)
-            return self._object_attr(_checked(_log_key, rest[0]))
+            return self._object_attr(layout.LOGS + rest[0])
         return self._files_attr(rest)
 
     def _dir(self) -> Attr:
@@ -422,10 +435,10 @@ class View:
             if self._job_log_id(path[1], missing_ok=True) is not None:
                 names.append(JOB_LOG)
             return _FixedListing(self, path, [(n, False) for n in names])
-        prefix = {"shared": layout.SHARED, "logs": layout.LOGS}.get(path[0])
-        if prefix is None:  # files/...
-            prefix = layout.FILES + "".join(p + "/" for p in path[1:])
-        return _BackendListing(self, path, prefix)
+        if path[0] == "files":
+            return _BackendListing(self, path, layout.FILES + "".join(p + "/" for p in path[1:]))
+        prefix = layout.SHARED if path[0] == "shared" else layout.LOGS
+        return _BackendListing(self, path, prefix, _valid_name(prefix))
 
     # ---------------------------------------------------------------- open
 
@@ -487,9 +500,17 @@ class View:
             return self.store.load_job(job_id)
         except NoSuchJobException:
             raise NoEntry(job_id) from None
+        except CorruptJobError as e:
+            raise _damaged(self.store.locator, e) from None
 
     def _job_log_id(self, job_id: str, missing_ok: bool = False) -> Any:
-        log_id = self._load_job(job_id).logJobStoreFileID
+        """The job's log file ID; with ``missing_ok``, None also for a corrupt job."""
+        try:
+            log_id = self._load_job(job_id).logJobStoreFileID
+        except Damaged:
+            if missing_ok:
+                return None
+            raise
         if log_id is None and not missing_ok:
             raise NoEntry((job_id, JOB_LOG))
         return log_id
@@ -508,7 +529,10 @@ class View:
             if cached is not None:
                 self._json_cache.move_to_end(digest)
                 return cached
-        rendered = render_description(self.store.job_from_bytes(data))
+        try:
+            rendered = render_description(self.store.job_from_bytes(job_id, data))
+        except CorruptJobError as e:
+            raise _damaged(self.store.locator, e) from None
         with self._json_lock:
             self._json_cache[digest] = rendered
             while len(self._json_cache) > self.JSON_CACHE_SIZE:
@@ -564,24 +588,49 @@ class _FixedListing:
         return [(0, name, is_dir) for name, is_dir in self._names] if segment == 0 else []
 
     def attr(self, name: str, is_dir: bool) -> Attr | None:
-        with contextlib.suppress(NoEntry):
+        try:
             return self._view.getattr((*self._path, name))
-        return None
+        except NoEntry:
+            return None
+        except Damaged:  # a corrupt job's description.json: listed, reading it is EIO
+            return Attr(False, FILE_MODE, 0, self._view.mount_time_ns, True)
 
 
 class _BackendListing:
-    """One level of backend keys below a prefix (``files/...``, ``shared/``, ``logs/``)."""
+    """One level of backend keys below a prefix (``files/...``, ``shared/``, ``logs/``).
+
+    ``valid`` names the only files a flat directory (``shared/``, ``logs/``) can
+    hold; without it (``files/``) any name a directory entry can have is shown.
+    """
 
     hash_bits = 62
 
-    def __init__(self, view: View, path: Path, prefix: str) -> None:
-        self._view, self._path, self._prefix = view, path, prefix
+    def __init__(
+        self, view: View, path: Path, prefix: str, valid: Callable[[str], bool] | None = None
+    ) -> None:
+        self._view, self._path, self._prefix, self._valid = view, path, prefix, valid
 
     def entries(self, segment: int) -> Iterable[tuple[int, str, bool]]:
         if segment != 0:
             return
+        held: BackendEntry | None = None  # S3 lists a file and a "directory" of one name apart
+        locator = self._view.store.locator
         for e in self._view.backend.listdir(self._prefix):
-            yield 0, e.name, e.is_dir
+            key = self._prefix + e.name + ("/" if e.is_dir else "")
+            if self._valid is not None and (e.is_dir or not self._valid(e.name)):
+                warn_stray(locator, key, f"no {self._path[0]}/ entry can be named so")
+            elif not _is_entry_name(e.name):
+                warn_stray(locator, key, "not a name a directory entry can have")
+            elif held is not None and e.name == held.name:
+                # The file wins, as in getattr; the keys below the directory stay unseen.
+                warn_stray(locator, self._prefix + e.name + "/", "a file of the same name hides it")
+                held = held if not held.is_dir else e
+            else:
+                if held is not None:
+                    yield 0, held.name, held.is_dir
+                held = e
+        if held is not None:
+            yield 0, held.name, held.is_dir
 
     def attr(self, name: str, is_dir: bool) -> Attr | None:
         if is_dir:
@@ -605,10 +654,13 @@ class _JobsListing:
         # "jobs/<shard>" sorts after every key of earlier shards and before the shard's own.
         start_after = f"{layout.JOBS}{segment:03x}" if segment else None
         for key in self._view.backend.list(layout.JOBS, start_after=start_after):
-            shard, _, job_id = key[len(layout.JOBS) :].partition("/")
-            if len(shard) == 3 and layout.is_job_id(job_id):
-                with contextlib.suppress(ValueError):
-                    yield int(shard, 16), job_id, True
+            job_id = layout.job_id_from_key(key)
+            if job_id is None:
+                warn_stray(
+                    self._view.store.locator, key, layout.stray_reason(key) or "not a job key"
+                )
+            else:
+                yield int(layout.shard(job_id), 16), job_id, True
 
     def attr(self, name: str, is_dir: bool) -> Attr | None:
         # Listed from the store a moment ago; getattr checks again when asked.
@@ -628,8 +680,24 @@ def _file_attr(info: ObjectInfo, live: bool = False) -> Attr:
     )
 
 
-def _log_key(name: str) -> str:
-    return layout.LOGS + layout.check_path(name, "log name")
+def _valid_name(prefix: str) -> Callable[[str], bool]:
+    """Which names of ``shared/`` or ``logs/`` are the store's objects."""
+    if prefix == layout.SHARED:
+        return lambda name: layout.shared_name_from_key(prefix + name) is not None
+    return layout.is_log_name
+
+
+def _is_entry_name(name: str) -> bool:
+    return (
+        name not in ("", ".", "..")
+        and "\x00" not in name
+        and len(name.encode("utf-8", "surrogateescape")) <= layout.MAX_COMPONENT_BYTES
+    )
+
+
+def _damaged(locator: str, e: CorruptJobError) -> Damaged:
+    warn_once(locator, e.key, f"{e} in {locator}")
+    return Damaged(str(e))
 
 
 def _checked(make_key: Callable[[str], str], name: str) -> str:
