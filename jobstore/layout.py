@@ -13,6 +13,8 @@ Layout (every backend stores the same keys)::
     hints/<hint-path>                   slot claims and tombstones for hinted IDs
     logs/<time>-<unique>                one object per log message, in write order
     meta/log-cursor.json                which log messages the leader has read
+    ledger/attempts/<shard>/<job-id>/<attempt>   one empty object per attempt started
+    ledger/events/<time>-<unique>       what the leader saw happen, batched
 
 File IDs come in three shapes, told apart by their first component (hints are
 sanitised to ``[A-Za-z0-9_.-]`` so they can never start with ``@``)::
@@ -39,6 +41,8 @@ FILES = "files/"
 HINTS = "hints/"
 LOGS = "logs/"
 LOG_CURSOR = "meta/log-cursor.json"
+LEDGER_ATTEMPTS = "ledger/attempts/"
+LEDGER_EVENTS = "ledger/events/"
 CONFIG = SHARED + "config.pickle"
 
 ANON = "@anon"
@@ -84,6 +88,11 @@ def job_key(job_id: str) -> str:
 
 def job_id_from_key(key: str) -> str:
     return key.rsplit("/", 1)[-1]
+
+
+def attempts_prefix(job_id: str) -> str:
+    """Where the run ledger keeps the attempts of a job (see :mod:`jobstore.ledger`)."""
+    return f"{LEDGER_ATTEMPTS}{shard(job_id)}/{job_id}/"
 
 
 def job_files_prefix(job_id: str) -> str:

@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from jobstore.locator import InvalidLocator, parse_locator
 from jobstore.mount import daemon_lock_path, mount_device
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "mount":
             return _mount(args)
+        if args.command == "status":
+            return _status(args)
         return _umount(args)
     except CommandError as e:
         print(f"{PROG} {args.command}: {e}", file=sys.stderr)
@@ -91,6 +94,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     m.set_defaults(allow_other=False, allow_root=False)
 
+    s = commands.add_parser(
+        "status", help="what a run is doing: leader, job states, attempts (no FUSE needed)"
+    )
+    s.add_argument("locator", help="local:<path> or s3:<bucket>[/<prefix>]")
+    s.add_argument("--json", action="store_true", help="print status.json, as the mount shows it")
+    s.add_argument(
+        "--watch",
+        nargs="?",
+        const=2.0,
+        type=float,
+        metavar="SECONDS",
+        help="refresh every SECONDS (default 2) until interrupted",
+    )
+
     u = commands.add_parser("umount", help="unmount and wait for the daemon to exit")
     u.add_argument("mountpoint")
     u.add_argument(
@@ -141,15 +158,16 @@ def _serve(args: argparse.Namespace, ready: Callable[[], None] | None) -> int:
     from jobstore.mount import daemon as d
     from jobstore.mount.fs import JobStoreFS
     from jobstore.mount.view import View
+    from jobstore.store import StoreUnavailable, open_store
 
     try:
         d.check_mountpoint(args.mountpoint)
-        store = d.open_store(args.locator)
+        store = open_store(args.locator)
         threads = args.threads or max(8, 2 * store.backend.concurrency)
         fs = JobStoreFS(View(store), timeout=args.timeout, threads=threads)
         options = d.fuse_options(store.locator, args.allow_other, args.allow_root, args.debug)
         lock = d.hold_daemon_lock(args.mountpoint)
-    except d.MountError as e:
+    except (d.MountError, StoreUnavailable) as e:
         raise CommandError(str(e)) from None
     try:
         try:
@@ -231,6 +249,32 @@ def _setup_logging(level: str, log_file: Path | None) -> None:
     # `kill -USR1 <daemon>` shows where a hanging daemon is stuck.
     faulthandler.enable(stream)
     faulthandler.register(signal.SIGUSR1, file=stream, all_threads=True)
+
+
+# ================================================================ status
+
+
+def _status(args: argparse.Namespace) -> int:
+    from jobstore.run import read_run, render_summary
+    from jobstore.store import StoreUnavailable, open_store
+
+    try:
+        store = open_store(args.locator)
+    except StoreUnavailable as e:
+        raise CommandError(str(e)) from None
+    cache: dict[str, list[Any]] = {}
+    while True:
+        run = read_run(store, cache)
+        text = run.status_json().decode() if args.json else render_summary(run, store.locator)
+        if args.watch is None:
+            sys.stdout.write(text)
+            return 0
+        sys.stdout.write("\x1b[H\x1b[2J" + text)  # home, clear: a screen that refreshes
+        sys.stdout.flush()
+        try:
+            time.sleep(args.watch)
+        except KeyboardInterrupt:
+            return 0
 
 
 # ================================================================ umount

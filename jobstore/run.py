@@ -1,0 +1,524 @@
+"""The run at a glance: each job's state, each attempt, the leader, from the store alone.
+
+What a user asks of a running (or dead) workflow -- what runs, what failed and
+why, where and when -- answered from what the store holds, so that it reads
+the same from any machine: the job descriptions Toil stores, Toil's shared
+files (config, pid.log, the kill flag, the root job's ID) and the run ledger
+(:mod:`jobstore.ledger`). A store without a ledger (an older one) still gets
+every state the descriptions tell; attempts then are unknown.
+
+States of a job still in the store (SPEC "The run view"):
+
+``running``   an attempt of it was started by a worker and has not ended;
+``failed``    Toil gave up on it (no tries left);
+``retrying``  an attempt failed, tries remain, it does not run now;
+``waiting``   a predecessor has not finished, or it has run and waits for
+              its successors;
+``ready``     it could run now and does not.
+
+An attempt ends when the leader says so. When the leader is gone, an
+attempt whose worker ran on this host and is no longer alive has ended too;
+one on another host is shown running until someone says otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from toil.jobStores.abstractJobStore import NoSuchFileException
+
+from jobstore import layout, ledger
+from jobstore.backend import NotFound
+from jobstore.ledger import AttemptStart, Event
+
+if TYPE_CHECKING:
+    from toil.job import JobDescription
+
+    from jobstore.store import JobStore
+
+logger = logging.getLogger(__name__)
+
+STATES = ("running", "failed", "retrying", "waiting", "ready")
+TRACE_COLUMNS = (
+    "job_id",
+    "name",
+    "attempt",
+    "status",
+    "exit",
+    "host",
+    "native_id",
+    "submit",
+    "start",
+    "complete",
+    "duration",
+    "realtime",
+)
+#: How far the clocks of the leader's and a worker's machines may disagree when
+#: an attempt's start (worker's clock) is matched with its end (leader's clock).
+CLOCK_SKEW_NS = 5 * 10**9
+#: Graphviz fill colours by state.
+STATE_COLOURS = {
+    "running": "#8fd18f",
+    "failed": "#f08080",
+    "retrying": "#f5c26b",
+    "waiting": "#d9d9d9",
+    "ready": "#9ec5f0",
+}
+
+
+# ============================================================== attempts
+
+
+@dataclass
+class Attempt:
+    """One attempt of a job, from its worker's record and the leader's events."""
+
+    job_id: str
+    number: int = 0
+    status: str = "running"
+    exit: int | None = None
+    host: str = ""
+    pid: int | None = None
+    native_id: str = ""
+    submit_ns: int | None = None
+    start_ns: int | None = None
+    complete_ns: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "attempt": self.number,
+            "status": self.status,
+            "exit": self.exit,
+            "host": self.host or None,
+            "pid": self.pid,
+            "native_id": self.native_id or None,
+            "submit": iso(self.submit_ns),
+            "start": iso(self.start_ns),
+            "end": iso(self.complete_ns),
+        }
+
+
+def assemble_attempts(
+    job_id: str, starts: list[AttemptStart], events: list[Event], natives: dict[int, str]
+) -> list[Attempt]:
+    """Pair a job's recorded starts with the leader's ``issued`` and ``ended`` events.
+
+    The n-th end belongs to the earliest start not yet ended that began before
+    it (give or take clock skew); an end with no such start is an attempt whose
+    worker never recorded itself (it died first). The leader issues each
+    attempt once, so the n-th ``issued`` event is the n-th attempt's submission.
+    """
+    attempts = [
+        Attempt(job_id, host=s.host, pid=s.pid, native_id=s.native_id, start_ns=s.start_ns)
+        for s in sorted(starts, key=lambda s: s.start_ns)
+    ]
+    issued = sorted((e for e in events if e.kind == "issued"), key=lambda e: e.time_ns)
+    for e in sorted((e for e in events if e.kind == "ended"), key=lambda e: e.time_ns):
+        for a in attempts:
+            assert a.start_ns is not None or a.complete_ns is not None
+            if a.complete_ns is None and (a.start_ns or 0) <= e.time_ns + CLOCK_SKEW_NS:
+                a.complete_ns, a.exit = e.time_ns, e.exit
+                break
+        else:
+            attempts.append(Attempt(job_id, complete_ns=e.time_ns, exit=e.exit))
+    attempts.sort(key=lambda a: a.start_ns if a.start_ns is not None else a.complete_ns or 0)
+    for a, e in zip(attempts, issued, strict=False):  # each attempt was issued once, in order
+        a.submit_ns = e.time_ns
+        if not a.native_id and e.batch_id is not None:
+            a.native_id = natives.get(e.batch_id, "")
+    for n, a in enumerate(attempts, 1):
+        a.number = n
+        if a.complete_ns is not None:
+            a.status = "completed" if a.exit == 0 else "failed"
+    return attempts
+
+
+def pid_alive_since(pid: int, since_ns: int) -> bool:
+    """Whether process ``pid`` of this host is alive and was started by ``since_ns``.
+
+    A process started later is another one that got the same pid.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            start_ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
+        with open("/proc/stat", "rb") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith(b"btime"))
+    except (OSError, ValueError, StopIteration, IndexError):
+        return True
+    started_ns = (boot + start_ticks / os.sysconf("SC_CLK_TCK")) * 1e9
+    return started_ns <= since_ns + 2 * 10**9  # btime and ticks are coarse
+
+
+# ================================================================ leader
+
+
+@dataclass
+class Leader:
+    host: str | None = None
+    pid: int | None = None
+    alive: bool | None = None
+    since_ns: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "pid": self.pid,
+            "alive": self.alive,
+            "since": iso(self.since_ns),
+        }
+
+
+def read_leader(store: JobStore) -> Leader:
+    """Who leads the run, from Toil's ``pid.log`` and ``leader_node_id.log``.
+
+    Toil records the leader's pid and its machine's boot ID, not its name:
+    the leader is known alive or dead only when it ran on this machine.
+    """
+    from toil.common import getNodeID
+
+    backend = store.backend
+    try:
+        pid = int(backend.get_bytes(layout.shared_key("pid.log")).strip())
+        since_ns = int(backend.stat(layout.shared_key("pid.log")).mtime * 1e9)
+    except (NotFound, ValueError):
+        return Leader()
+    try:
+        node = backend.get_bytes(layout.shared_key("leader_node_id.log")).decode().strip()
+    except NotFound:
+        node = ""
+    if node and node == getNodeID():
+        return Leader(socket.gethostname(), pid, pid_alive_since(pid, since_ns), since_ns)
+    return Leader(None, pid, None, since_ns)
+
+
+# =================================================================== run
+
+
+@dataclass
+class JobRecord:
+    """A job still in the store: its description and what the run view says of it."""
+
+    job_id: str
+    name: str
+    state: str
+    attempts: list[Attempt]
+    successors: list[tuple[int, str]]
+    services: list[str]
+
+
+@dataclass
+class Run:
+    workflow_id: str | None
+    leader: Leader
+    killflag: bool
+    finished: bool
+    jobs: dict[str, JobRecord]
+    #: Every attempt ever recorded, of jobs in the store and of jobs long gone.
+    attempts: list[Attempt]
+    names: dict[str, str]
+    updated_ns: int | None
+    read_ns: int = field(default_factory=time.time_ns)
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATES, 0)
+        for job in self.jobs.values():
+            counts[job.state] += 1
+        counts["total"] = len(self.jobs)
+        return counts
+
+    def by_state(self, state: str) -> list[str]:
+        return sorted(j.job_id for j in self.jobs.values() if j.state == state)
+
+    def status(self) -> dict[str, Any]:
+        """``status.json``."""
+        return {
+            "workflow_id": self.workflow_id,
+            "leader": self.leader.to_json(),
+            "killflag": self.killflag,
+            "counts": self.counts(),
+            "updated": iso(self.updated_ns),
+            "finished": self.finished,
+        }
+
+    def status_json(self) -> bytes:
+        return (json.dumps(self.status(), indent=2) + "\n").encode()
+
+    def trace_tsv(self) -> bytes:
+        """``trace.tsv``: one row per attempt, in the order they started."""
+        rows = ["\t".join(TRACE_COLUMNS)]
+        for a in self.attempts:
+            complete = a.complete_ns
+            rows.append(
+                "\t".join(
+                    _cell(v)
+                    for v in (
+                        a.job_id,
+                        self.names.get(a.job_id) or job_name_from_id(a.job_id),
+                        a.number,
+                        a.status,
+                        a.exit,
+                        a.host,
+                        a.native_id,
+                        iso(a.submit_ns),
+                        iso(a.start_ns),
+                        iso(complete),
+                        _seconds(a.submit_ns, complete),
+                        _seconds(a.start_ns, complete),
+                    )
+                )
+            )
+        return ("\n".join(rows) + "\n").encode()
+
+    def graph_dot(self) -> bytes:
+        """``graph.dot``: the jobs still in the store and their edges, filled by state."""
+        lines = [
+            "digraph workflow {",
+            "  rankdir=TB;",
+            '  node [shape=box, style="rounded,filled", fontname="Helvetica"];',
+        ]
+        for job in sorted(self.jobs.values(), key=lambda j: j.job_id):
+            label = f'"{_dot_escape(job.name)}\\n{job.state}"'
+            colour = STATE_COLOURS[job.state]
+            lines.append(f'  {_dot_id(job.job_id)} [label={label}, fillcolor="{colour}"];')
+        for job in sorted(self.jobs.values(), key=lambda j: j.job_id):
+            for phase, successor in job.successors:
+                if successor in self.jobs:
+                    lines.append(
+                        f'  {_dot_id(job.job_id)} -> {_dot_id(successor)} [label="{phase}"];'
+                    )
+            for service in job.services:
+                if service in self.jobs:
+                    lines.append(f"  {_dot_id(job.job_id)} -> {_dot_id(service)} [style=dashed];")
+        lines.append("}")
+        return ("\n".join(lines) + "\n").encode()
+
+
+def read_run(store: JobStore, event_cache: dict[str, list[Event]] | None = None) -> Run:
+    """The run as the store tells it now."""
+    backend = store.backend
+    events = ledger.read_events(backend, event_cache)
+    natives = {
+        e.batch_id: e.native_id for e in events if e.kind == "native" and e.batch_id is not None
+    }
+    events_by_job: dict[str, list[Event]] = defaultdict(list)
+    for e in events:
+        if e.job_id:
+            events_by_job[e.job_id].append(e)
+    starts_by_job: dict[str, list[AttemptStart]] = defaultdict(list)
+    for s in ledger.read_attempts(backend):
+        starts_by_job[s.job_id].append(s)
+
+    descriptions = dict(_load_jobs(store))
+    leader = read_leader(store)
+    here = socket.gethostname()
+    try:
+        tries = int(store.config.retryCount) + 1
+    except AttributeError:
+        tries = None
+
+    attempts: list[Attempt] = []
+    attempts_by_job: dict[str, list[Attempt]] = {}
+    for job_id in sorted(set(starts_by_job) | set(events_by_job)):
+        found = assemble_attempts(job_id, starts_by_job[job_id], events_by_job[job_id], natives)
+        for a in found:
+            if a.status == "running" and not _may_run(a, leader, here):
+                a.status = "failed"
+        attempts_by_job[job_id] = found
+        attempts.extend(found)
+    attempts.sort(key=lambda a: (a.start_ns or a.complete_ns or 0, a.job_id, a.number))
+
+    blocked = _blocked_jobs(descriptions)
+    jobs: dict[str, JobRecord] = {}
+    for job_id, job in descriptions.items():
+        mine = attempts_by_job.get(job_id, [])
+        jobs[job_id] = JobRecord(
+            job_id,
+            job.jobName,
+            _state(job, mine, job_id in blocked, tries),
+            mine,
+            list(job.successors_by_phase()),
+            list(job.services),
+        )
+    moments = [e.time_ns for e in events] + [
+        s.start_ns for ss in starts_by_job.values() for s in ss
+    ]
+    return Run(
+        workflow_id=_workflow_id(store),
+        leader=leader,
+        killflag=store.read_kill_flag(),
+        finished=_finished(store, descriptions),
+        jobs=jobs,
+        attempts=attempts,
+        names={job_id: job.jobName for job_id, job in descriptions.items()},
+        updated_ns=max(moments, default=None),
+    )
+
+
+def _load_jobs(store: JobStore) -> Iterator[tuple[str, JobDescription]]:
+    """Every job description that loads; one that does not is skipped with a warning."""
+    for key in store.backend.list(layout.JOBS):
+        job_id = layout.job_id_from_key(key)
+        if not layout.is_job_id(job_id):
+            continue
+        try:
+            yield job_id, store.job_from_bytes(store.backend.get_bytes(key))
+        except NotFound:
+            continue
+        except Exception as e:  # a damaged description must not hide the rest of the run
+            logger.warning("Skipping %s (job %s): it does not load: %s", key, job_id, e)
+
+
+def _may_run(attempt: Attempt, leader: Leader, here: str) -> bool:
+    """Whether an attempt with no end may still be running."""
+    if leader.alive is None and attempt.host != here:
+        return True
+    if attempt.host == here and attempt.pid is not None and attempt.start_ns is not None:
+        return pid_alive_since(attempt.pid, attempt.start_ns)
+    return bool(leader.alive)
+
+
+def _blocked_jobs(jobs: dict[str, JobDescription]) -> set[str]:
+    """Jobs that wait for a predecessor: one with a body to run, or an earlier phase to finish.
+
+    A predecessor runs its successor phases from the highest number down, one
+    at a time; finished successors are gone from the store, so a phase whose
+    jobs are all gone counts as done.
+    """
+    blocked: set[str] = set()
+    for job in jobs.values():
+        phases: dict[int, list[str]] = defaultdict(list)
+        for phase, successor in job.successors_by_phase():
+            if successor in jobs:
+                phases[phase].append(successor)
+        if not phases:
+            continue
+        current = None if job.has_body() else max(phases)
+        for phase, successors in phases.items():
+            if phase != current:
+                blocked.update(successors)
+    return blocked
+
+
+def _state(job: JobDescription, attempts: list[Attempt], blocked: bool, tries: int | None) -> str:
+    if attempts and attempts[-1].status == "running":
+        return "running"
+    if job.remainingTryCount == 0:
+        return "failed"
+    if not job.has_body() or blocked:
+        return "waiting"
+    failed_before = any(a.status == "failed" for a in attempts) or (
+        tries is not None and job.remainingTryCount < tries
+    )
+    return "retrying" if failed_before else "ready"
+
+
+def _workflow_id(store: JobStore) -> str | None:
+    with contextlib.suppress(AttributeError):
+        return str(store.config.workflowID)
+    return None
+
+
+def _finished(store: JobStore, jobs: dict[str, JobDescription]) -> bool:
+    """Whether the root job has finished, so that its return value is stored."""
+    try:
+        with store.read_shared_file_stream("rootJobStoreID") as f:
+            root = f.read().decode().strip()
+    except NoSuchFileException:
+        return False
+    return bool(root) and root not in jobs and not store.job_exists(root)
+
+
+# ============================================================== summary
+
+
+def render_summary(run: Run, locator: str) -> str:
+    """What ``jobstore status`` prints: the run at a glance, then what runs and what failed."""
+    leader = run.leader
+    alive = {True: "alive", False: "dead", None: "alive or dead: unknown here"}[leader.alive]
+    lines = [
+        f"workflow  {run.workflow_id or '-'}  on {locator}",
+        f"leader    {leader.host or '-'} pid {leader.pid or '-'} ({alive})"
+        f" since {iso(leader.since_ns) or '-'}",
+        f"killflag  {'YES' if run.killflag else 'NO'}"
+        f"    finished  {'yes' if run.finished else 'no'}"
+        f"    updated  {iso(run.updated_ns) or '-'}",
+        "jobs      " + "  ".join(f"{k} {v}" for k, v in run.counts().items()),
+    ]
+    for state in ("running", "retrying", "failed"):
+        ids = run.by_state(state)
+        if not ids:
+            continue
+        lines.append("")
+        lines.append(f"{state}:")
+        for job_id in ids:
+            job = run.jobs[job_id]
+            last = job.attempts[-1] if job.attempts else None
+            where = ""
+            if last is not None:
+                where = f"  attempt {last.number} on {last.host or '-'}"
+                if last.native_id:
+                    where += f" ({last.native_id})"
+                if state == "running":
+                    where += f" since {iso(last.start_ns) or '-'}"
+                elif last.exit is not None:
+                    where += f" exit {last.exit}"
+            lines.append(f"  {job_id}  {job.name}{where}")
+    return "\n".join(lines) + "\n"
+
+
+# =============================================================== helpers
+
+
+def iso(ns: int | None) -> str | None:
+    """An ISO 8601 UTC time with milliseconds, or None."""
+    if ns is None:
+        return None
+    return (
+        datetime.fromtimestamp(ns / 1e9, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def job_name_from_id(job_id: str) -> str:
+    """The job name this store's IDs carry (``<name>-<32 hex digits>``)."""
+    name, _, tail = job_id.rpartition("-")
+    return name if name and len(tail) == 32 else job_id
+
+
+def _seconds(start: int | None, end: int | None) -> str | None:
+    if start is None or end is None:
+        return None
+    return f"{max(0, end - start) / 1e9:.3f}"
+
+
+def _cell(value: object) -> str:
+    if value is None or value == "":
+        return "-"
+    return str(value).replace("\t", " ").replace("\n", " ")
+
+
+def _dot_escape(text: str) -> str:
+    """Text for inside a DOT double-quoted string."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+
+
+def _dot_id(job_id: str) -> str:
+    return f'"{_dot_escape(job_id)}"'
