@@ -19,6 +19,10 @@ run and after the leader died. It costs little:
 
       ledger/events/<time-ns>-<unique>     JSON lines
 
+``JOBSTORE_LEDGER=0`` in the leader's environment (workers inherit it through
+the store's ``get_env``) turns the ledger off: the run view then shows what the
+job descriptions tell.
+
 Times are those of the writer's clock: a worker's start is when it started,
 an event's time is when the leader's tailer saw it (within
 :data:`POLL_SECONDS` of Toil publishing it). A job that Toil chains into the
@@ -59,6 +63,11 @@ NATIVE_ID_VARS = ("SLURM_JOB_ID", "LSB_JOBID", "PBS_JOBID", "JOB_ID", "FLUX_JOB_
 #: Key fields are separated by this; every field is quoted so none holds it.
 _SEP = "_"
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-")
+
+
+def enabled() -> bool:
+    """Whether this process keeps the run ledger (``JOBSTORE_LEDGER=0`` turns it off)."""
+    return os.environ.get("JOBSTORE_LEDGER", "1") not in ("0", "false", "no", "off")
 
 
 def _quote(text: str) -> str:

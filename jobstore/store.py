@@ -124,7 +124,7 @@ class JobStore(AbstractJobStore, HintedJobStore):
         """
         super().write_leader_pid()
         bus_path = getattr(self.config, "write_messages", None)
-        if self._ledger is None and bus_path:
+        if self._ledger is None and bus_path and ledger.enabled():
             self._ledger = ledger.LeaderTailer(self.backend, bus_path)
             self._ledger.start()
 
@@ -132,10 +132,14 @@ class JobStore(AbstractJobStore, HintedJobStore):
         """Note in the run ledger that this worker process starts an attempt of ``job_id``."""
         if not layout.is_job_id(job_id):
             raise InvalidJobID(job_id)
-        ledger.record_attempt(self.backend, job_id)
+        if ledger.enabled():
+            ledger.record_attempt(self.backend, job_id)
 
     def get_env(self) -> dict[str, str]:
-        return self.backend.env()
+        env = self.backend.env()
+        if not ledger.enabled():
+            env["JOBSTORE_LEDGER"] = "0"
+        return env
 
     def default_caching(self) -> bool:
         return self.backend.prefers_caching
