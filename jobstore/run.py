@@ -23,7 +23,6 @@ one on another host is shown running until someone says otherwise.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -43,6 +42,7 @@ from jobstore.ledger import AttemptStart, Event
 
 if TYPE_CHECKING:
     from toil.job import JobDescription
+    from toil.jobStores.abstractJobStore import AbstractJobStore
 
     from jobstore.store import JobStore
 
@@ -149,12 +149,8 @@ def pid_alive_since(pid: int, since_ns: int) -> bool:
 
     A process started later is another one that got the same pid.
     """
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not _pid_alive(pid):
         return False
-    except PermissionError:
-        pass
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             start_ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
@@ -185,27 +181,38 @@ class Leader:
         }
 
 
-def read_leader(store: JobStore) -> Leader:
+def read_leader(store: AbstractJobStore, since_ns: int | None = None) -> Leader:
     """Who leads the run, from Toil's ``pid.log`` and ``leader_node_id.log``.
 
-    Toil records the leader's pid and its machine's boot ID, not its name:
-    the leader is known alive or dead only when it ran on this machine.
+    Works on any Toil job store (through its API, reading only). Toil records
+    the leader's pid and its machine's boot ID, not its name: the leader is
+    known alive or dead only when it ran on this machine. ``since_ns`` is when
+    ``pid.log`` was written, where the store can tell.
     """
     from toil.common import getNodeID
 
-    backend = store.backend
     try:
-        pid = int(backend.get_bytes(layout.shared_key("pid.log")).strip())
-        since_ns = int(backend.stat(layout.shared_key("pid.log")).mtime * 1e9)
-    except (NotFound, ValueError):
+        pid = store.read_leader_pid()
+    except (NoSuchFileException, ValueError):
         return Leader()
     try:
-        node = backend.get_bytes(layout.shared_key("leader_node_id.log")).decode().strip()
-    except NotFound:
+        node = store.read_leader_node_id()
+    except NoSuchFileException:
         node = ""
     if node and node == getNodeID():
-        return Leader(socket.gethostname(), pid, pid_alive_since(pid, since_ns), since_ns)
+        alive = pid_alive_since(pid, since_ns) if since_ns is not None else _pid_alive(pid)
+        return Leader(socket.gethostname(), pid, alive, since_ns)
     return Leader(None, pid, None, since_ns)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 # =================================================================== run
@@ -311,9 +318,33 @@ class Run:
 
 
 def read_run(store: JobStore, event_cache: dict[str, list[Event]] | None = None) -> Run:
-    """The run as the store tells it now."""
-    backend = store.backend
-    events = ledger.read_events(backend, event_cache)
+    """The run as one of our stores tells it now: its records and its ledger."""
+    descriptions = dict(_load_jobs(store))
+    return build_run(
+        config=store.config,
+        leader=read_leader(store, _written_ns(store, "pid.log")),
+        killflag=store.read_kill_flag(),
+        finished=root_finished(store, descriptions),
+        descriptions=descriptions,
+        starts=list(ledger.read_attempts(store.backend)),
+        events=ledger.read_events(store.backend, event_cache),
+    )
+
+
+def build_run(
+    config: Any,
+    leader: Leader,
+    killflag: bool,
+    finished: bool,
+    descriptions: dict[str, JobDescription],
+    starts: list[AttemptStart],
+    events: list[Event],
+) -> Run:
+    """The run from what any store can tell: descriptions, and the ledger's records if any.
+
+    A store without a ledger (Toil's own) passes no starts and no events: its
+    jobs then get every state but ``running``, and no attempts.
+    """
     natives = {
         e.batch_id: e.native_id for e in events if e.kind == "native" and e.batch_id is not None
     }
@@ -322,15 +353,12 @@ def read_run(store: JobStore, event_cache: dict[str, list[Event]] | None = None)
         if e.job_id:
             events_by_job[e.job_id].append(e)
     starts_by_job: dict[str, list[AttemptStart]] = defaultdict(list)
-    for s in ledger.read_attempts(backend):
+    for s in starts:
         starts_by_job[s.job_id].append(s)
-
-    descriptions = dict(_load_jobs(store))
-    leader = read_leader(store)
     here = socket.gethostname()
     try:
-        tries = int(store.config.retryCount) + 1
-    except AttributeError:
+        tries: int | None = int(config.retryCount) + 1
+    except (AttributeError, TypeError, ValueError):
         tries = None
 
     attempts: list[Attempt] = []
@@ -356,14 +384,13 @@ def read_run(store: JobStore, event_cache: dict[str, list[Event]] | None = None)
             list(job.successors_by_phase()),
             list(job.services),
         )
-    moments = [e.time_ns for e in events] + [
-        s.start_ns for ss in starts_by_job.values() for s in ss
-    ]
+    moments = [e.time_ns for e in events] + [s.start_ns for s in starts]
+    workflow_id = getattr(config, "workflowID", None)
     return Run(
-        workflow_id=_workflow_id(store),
+        workflow_id=None if workflow_id is None else str(workflow_id),
         leader=leader,
-        killflag=store.read_kill_flag(),
-        finished=_finished(store, descriptions),
+        killflag=killflag,
+        finished=finished,
         jobs=jobs,
         attempts=attempts,
         names={job_id: job.jobName for job_id, job in descriptions.items()},
@@ -429,13 +456,14 @@ def _state(job: JobDescription, attempts: list[Attempt], blocked: bool, tries: i
     return "retrying" if failed_before else "ready"
 
 
-def _workflow_id(store: JobStore) -> str | None:
-    with contextlib.suppress(AttributeError):
-        return str(store.config.workflowID)
-    return None
+def _written_ns(store: JobStore, shared_name: str) -> int | None:
+    try:
+        return int(store.backend.stat(layout.shared_key(shared_name)).mtime * 1e9)
+    except NotFound:
+        return None
 
 
-def _finished(store: JobStore, jobs: dict[str, JobDescription]) -> bool:
+def root_finished(store: AbstractJobStore, jobs: dict[str, JobDescription]) -> bool:
     """Whether the root job has finished, so that its return value is stored."""
     try:
         with store.read_shared_file_stream("rootJobStoreID") as f:
