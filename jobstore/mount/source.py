@@ -106,10 +106,16 @@ class Source(ABC):
 
     @abstractmethod
     def open(
-        self, kind: Kind, path: tuple[str, ...]
+        self, kind: Kind, path: tuple[str, ...], start: int = 0, version: str | None = None
     ) -> contextlib.AbstractContextManager[tuple[ObjectInfo, BinaryIO]]:
-        """One version of the object at ``path``: its info and its bytes (see
-        :meth:`jobstore.backend.Backend.open_version`). Raises :class:`Missing` on entry."""
+        """One version of the object at ``path``: its info and its bytes from ``start`` on.
+
+        As :meth:`jobstore.backend.Backend.open_version`: the info is that of the
+        very version the stream reads; with ``version``, only that version is
+        opened (else :class:`jobstore.backend.VersionGone`), so that a reader
+        reopening further on never mixes two versions. Raises :class:`Missing`
+        on entry when there is no object at ``path``.
+        """
 
     # ------------------------------------------------------------ the run
 
