@@ -62,8 +62,12 @@ class InvalidName(ValueError):
     """A name from outside that can never be a valid key."""
 
 
+#: How many ``<shard>`` buckets there are (3 hex digits).
+JOB_SHARDS = 16**3
+
+
 def shard(name: str) -> str:
-    """A stable 3-hex-digit bucket (4,096 of them) for any name."""
+    """A stable 3-hex-digit bucket (:data:`JOB_SHARDS` of them) for any name."""
     return hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=2).hexdigest()[:3]
 
 

@@ -157,6 +157,7 @@ def _serve(args: argparse.Namespace, ready: Callable[[], None] | None) -> int:
     """Open, mount, report readiness, serve; raise CommandError before the mount is ready."""
     from jobstore.mount import daemon as d
     from jobstore.mount.fs import JobStoreFS
+    from jobstore.mount.ours import StoreSource
     from jobstore.mount.view import View
     from jobstore.store import StoreUnavailable, open_store
 
@@ -164,7 +165,7 @@ def _serve(args: argparse.Namespace, ready: Callable[[], None] | None) -> int:
         d.check_mountpoint(args.mountpoint)
         store = open_store(args.locator)
         threads = args.threads or max(8, 2 * store.backend.concurrency)
-        fs = JobStoreFS(View(store), timeout=args.timeout, threads=threads)
+        fs = JobStoreFS(View(StoreSource(store)), timeout=args.timeout, threads=threads)
         options = d.fuse_options(store.locator, args.allow_other, args.allow_root, args.debug)
         lock = d.hold_daemon_lock(args.mountpoint)
     except (d.MountError, StoreUnavailable) as e:

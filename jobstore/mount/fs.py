@@ -37,6 +37,7 @@ from toil.jobStores.abstractJobStore import NoSuchFileException, NoSuchJobExcept
 from jobstore import layout
 from jobstore.backend import NotFound
 from jobstore.mount import view as v
+from jobstore.mount.source import Missing
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,138 @@
+"""The view's source for our own stores: a :class:`JobStore` and the keys of its layout.
+
+Every key the view needs is made here, by :mod:`jobstore.layout`; a name that
+no key can come from (checked there) is simply :class:`Missing`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, BinaryIO
+
+from jobstore import layout, run
+from jobstore.backend import NotFound
+from jobstore.mount.source import Entry, Kind, Missing, Source
+
+if TYPE_CHECKING:
+    from toil.common import Config
+    from toil.job import JobDescription
+
+    from jobstore.backend import ObjectInfo
+    from jobstore.ledger import Event
+    from jobstore.store import JobStore
+
+_PREFIXES = {Kind.FILES: layout.FILES, Kind.SHARED: layout.SHARED, Kind.LOGS: layout.LOGS}
+
+
+class StoreSource(Source):
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+        self.backend = store.backend
+        self.locator = store.locator
+
+    @property
+    def config(self) -> Config:
+        return self.store.config
+
+    # ------------------------------------------------------------------ jobs
+
+    def job_segments(self) -> int:
+        return layout.JOB_SHARDS
+
+    def job_names(self, segment: int) -> Iterator[tuple[int, str]]:
+        # "jobs/<shard>" sorts after every key of earlier shards and before the shard's own.
+        start_after = f"{layout.JOBS}{segment:03x}" if segment else None
+        for key in self.backend.list(layout.JOBS, start_after=start_after):
+            shard, _, job_id = key[len(layout.JOBS) :].partition("/")
+            if len(shard) == 3 and layout.is_job_id(job_id) and shard == layout.shard(job_id):
+                yield int(shard, 16), job_id
+
+    def job_id(self, name: str) -> str:
+        if not layout.is_job_id(name):
+            raise Missing(name)
+        return name
+
+    def job_name(self, job_id: str) -> str:
+        return job_id
+
+    def job_info(self, job_id: str) -> ObjectInfo:
+        return _found(self.backend.stat, layout.job_key(self.job_id(job_id)))
+
+    def job_bytes(self, job_id: str) -> tuple[ObjectInfo, bytes]:
+        key = layout.job_key(self.job_id(job_id))
+        try:
+            with self.backend.open_version(key) as (info, stream):
+                return info, stream.read()
+        except NotFound:
+            raise Missing(key) from None
+
+    def job_from_bytes(self, data: bytes) -> JobDescription:
+        return self.store.job_from_bytes(data)
+
+    # ------------------------------------------------------ stored objects
+
+    def file_path(self, file_id: str) -> tuple[str, ...]:
+        return tuple(str(file_id).split("/"))
+
+    def _key(self, kind: Kind, path: tuple[str, ...]) -> str:
+        """The key of the object at ``path``; :class:`Missing` for a path no key has."""
+        if kind is not Kind.FILES and len(path) != 1:
+            raise Missing(path)
+        try:
+            return _PREFIXES[kind] + layout.check_path("/".join(path), "path")
+        except layout.InvalidName:
+            raise Missing(path) from None
+
+    def listdir(self, kind: Kind, path: tuple[str, ...]) -> Iterator[Entry]:
+        prefix = self._key(kind, path) + "/" if path else _PREFIXES[kind]
+        for e in self.backend.listdir(prefix):
+            yield Entry(e.name, e.is_dir)
+
+    def stat(self, kind: Kind, path: tuple[str, ...]) -> ObjectInfo | None:
+        key = self._key(kind, path)
+        try:
+            return self.backend.stat(key)
+        except NotFound:
+            pass
+        # No object: a directory when some file ID continues below it.
+        if kind is Kind.FILES and next(iter(self.backend.listdir(key + "/")), None) is not None:
+            return None
+        raise Missing(key)
+
+    @contextlib.contextmanager
+    def open(
+        self, kind: Kind, path: tuple[str, ...], start: int = 0, version: str | None = None
+    ) -> Iterator[tuple[ObjectInfo, BinaryIO]]:
+        key = self._key(kind, path)
+        opened = False
+        try:
+            with self.backend.open_version(key, start, version) as found:
+                opened = True
+                yield found
+        except NotFound:
+            if opened:
+                raise
+            raise Missing(key) from None
+
+    # ------------------------------------------------------------ the run
+
+    def kill_flag(self) -> bool:
+        return self.store.read_kill_flag()
+
+    def set_kill_flag(self, kill: bool) -> None:
+        if not self.backend.exists(layout.CONFIG):
+            # Destroyed under the mount: the flag would be the only object of a store
+            # that is no more (on S3 a put succeeds wherever the bucket is).
+            raise Missing(layout.CONFIG)
+        self.store.write_kill_flag(kill=kill)
+
+    def read_run(self, event_cache: dict[str, list[Event]]) -> run.Run:
+        return run.read_run(self.store, event_cache)
+
+
+def _found(call: Callable[[str], ObjectInfo], key: str) -> ObjectInfo:
+    try:
+        return call(key)
+    except NotFound:
+        raise Missing(key) from None
