@@ -81,7 +81,9 @@ def writer_main(locator: str, ids: list[str], journal: str, seconds: float) -> N
             version += 1
 
 
-def start_writer(locator: str, ids: list[str], journal: Path, seconds: float) -> subprocess.Popen[str]:
+def start_writer(
+    locator: str, ids: list[str], journal: Path, seconds: float
+) -> subprocess.Popen[str]:
     code = (
         "import sys; from tests.test_reliability_mount import writer_main; "
         "writer_main(sys.argv[1], sys.argv[2].split(','), sys.argv[3], float(sys.argv[4]))"

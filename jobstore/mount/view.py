@@ -15,7 +15,8 @@ The tree (SPEC "The FUSE view")::
 
 Nothing is cached across calls except rendered ``description.json`` documents,
 keyed by the digest of the stored pickle, so every answer reflects what the
-store holds now.
+store holds now. An open file is one stored version: :meth:`View.open` takes its
+attributes and its content from the same backend read (docs/SEMANTICS.md).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 from toil.jobStores.abstractJobStore import NoSuchJobException
 
 from jobstore import layout
-from jobstore.backend import NotFound, ObjectInfo
+from jobstore.backend import Backend, NotFound, ObjectInfo
 
 if TYPE_CHECKING:
     from toil.job import JobDescription
@@ -100,6 +101,9 @@ class Attr:
     mode: int
     size: int
     mtime_ns: int
+    #: The stored version shown (:attr:`ObjectInfo.version`): equal for two looks at one
+    #: version, different for two writes, whatever their sizes and times.
+    version: str = ""
     #: The content may change while a reader has the file open or cached
     #: (descriptions, shared files, the kill flag): serve it without the page cache.
     live: bool = False
@@ -135,21 +139,26 @@ class BytesContent:
 
 
 class StreamContent:
-    """A stored object read through the backend's stream, kept open between reads.
+    """One version of a stored object, read through the backend's stream kept open between reads.
+
+    ``info`` is that version's (from the same backend read as the bytes), and
+    every read returns bytes of that version or fails with
+    :class:`~jobstore.backend.VersionGone`, never bytes of another.
 
     A stream over a real file is read with ``pread``: no shared position, so
     the kernel's concurrent read-ahead requests run side by side. Other streams
     (S3 bodies) only go forward: sequential reads (the common case) continue
-    them, a jump forward skips, a jump back reopens; the caller runs one read
-    of such a stream at a time (``concurrent`` is False).
+    them, a jump forward skips, a jump back reopens the same version there; the
+    caller runs one read of such a stream at a time (``concurrent`` is False).
     """
 
     _SKIP_CHUNK = 1 << 20
 
-    def __init__(self, opener: Callable[[], contextlib.AbstractContextManager[BinaryIO]]) -> None:
-        self._opener = opener
+    def __init__(self, backend: Backend, key: str) -> None:
+        self._backend = backend
+        self._key = key
         self._stack = contextlib.ExitStack()
-        self._stream: BinaryIO = self._open()
+        self.info, self._stream = self._open(0, None)
         self._pos = 0
         self._fd: int | None = None
         with contextlib.suppress(OSError, ValueError, AttributeError):
@@ -161,12 +170,14 @@ class StreamContent:
     def concurrent(self) -> bool:
         return self._fd is not None
 
-    def _open(self) -> BinaryIO:
+    def _open(self, start: int, version: str | None) -> tuple[ObjectInfo, BinaryIO]:
         self._stack.close()
         self._stack = contextlib.ExitStack()
-        self._pos = 0
-        stream: BinaryIO = self._stack.enter_context(self._opener())
-        return stream
+        info, stream = self._stack.enter_context(
+            self._backend.open_version(self._key, start, version)
+        )
+        self._pos = start
+        return info, stream
 
     def read(self, offset: int, size: int) -> bytes:
         if self._fd is not None:
@@ -187,7 +198,7 @@ class StreamContent:
 
     def _move_to(self, offset: int) -> None:
         if offset < self._pos:
-            self._stream = self._open()
+            _, self._stream = self._open(offset, self.info.version)
         while self._pos < offset:
             skipped = len(self._stream.read(min(self._SKIP_CHUNK, offset - self._pos)))
             if not skipped:
@@ -343,7 +354,7 @@ class View:
             return self._dir()
         top, rest = path[0], path[1:]
         if path == KILLFLAG:
-            return Attr(False, KILLFLAG_MODE, len(self.kill_flag()), self.mount_time_ns, True)
+            return self._kill_flag_attr(self.kill_flag())
         if top not in TOP_DIRS:
             raise NoEntry(path)
         if not rest:
@@ -362,6 +373,9 @@ class View:
 
     def _dir(self) -> Attr:
         return Attr(True, DIR_MODE, 0, self.mount_time_ns)
+
+    def _kill_flag_attr(self, data: bytes) -> Attr:
+        return Attr(False, KILLFLAG_MODE, len(data), self.mount_time_ns, data.decode(), live=True)
 
     def _object_attr(self, key: str, live: bool = False) -> Attr:
         try:
@@ -388,20 +402,30 @@ class View:
         except NotFound:
             raise NoEntry(key) from None
 
+    def _job_version(self, job_id: str) -> tuple[ObjectInfo, bytes]:
+        """The stored job as it is now, and that very version's info (one request on S3)."""
+        key = _checked(layout.job_key, job_id)
+        try:
+            with self.backend.open_version(key) as (info, stream):
+                return info, stream.read()
+        except NotFound:
+            raise NoEntry(key) from None
+
     def _job_attr(self, rest: Path) -> Attr:
         if len(rest) > 2:
             raise NoEntry(rest)
         job_id = rest[0]
+        name = rest[1] if len(rest) == 2 else None
+        if name == DESCRIPTION_JSON:
+            info, data = self._job_version(job_id)
+            return _json_attr(self._render(data), info)
         info = self._job_info(job_id)
-        if len(rest) == 1:
+        if name is None:
             # The mount's time, as in listings (which do not stat each job); the job's
             # own time is on its description files.
             return self._dir()
-        name = rest[1]
         if name == DESCRIPTION_PICKLE:
             return _file_attr(info, live=True)
-        if name == DESCRIPTION_JSON:
-            return _json_attr(self._description_json(job_id), info)
         if name == JOB_LOG:
             log_id = self._job_log_id(job_id)
             return self._object_attr(layout.file_key(log_id), live=True)
@@ -430,37 +454,50 @@ class View:
     # ---------------------------------------------------------------- open
 
     def open(self, path: Path) -> tuple[Attr, Content]:
-        """The attributes and content of the file at ``path`` as they are now."""
-        if len(path) == 3 and path[0] == "jobs" and path[2] == DESCRIPTION_JSON:
-            # One stat of the stored job serves both (each is a request on S3).
-            info = self._job_info(path[1])
-            data = self._description_json(path[1])
-            return _json_attr(data, info), BytesContent(data)
-        attr = self.getattr(path)
-        if attr.is_dir:
-            raise IsADir(path)
-        return attr, self._content(path)
+        """One version of the file at ``path``: its attributes and its content, from one read.
 
-    def _content(self, path: Path) -> Content:
+        The attributes describe exactly the bytes the content returns, however
+        the store changes meanwhile: a stat before opening could be another
+        version's, whose size would cut this one short or pad it.
+        """
         if path == KILLFLAG:
-            return BytesContent(self.kill_flag())
+            data = self.kill_flag()
+            return self._kill_flag_attr(data), BytesContent(data)
+        if len(path) < 2 or (path[0] == "jobs" and len(path) == 2):
+            self.getattr(path)  # NoEntry when it is not there
+            raise IsADir(path)
+        if len(path) == 3 and path[0] == "jobs" and path[2] == DESCRIPTION_JSON:
+            info, data = self._job_version(path[1])
+            rendered = self._render(data)
+            return _json_attr(rendered, info), BytesContent(rendered)
+        key, live = self._key_of(path)
+        try:
+            content = StreamContent(self.backend, key)
+        except NotFound:
+            if self.getattr(path).is_dir:  # files/<a directory of file IDs>
+                raise IsADir(path) from None
+            raise NoEntry(key) from None
+        return _file_attr(content.info, live), content
+
+    def _key_of(self, path: Path) -> tuple[str, bool]:
+        """The key of the stored object a file path shows, and whether it changes in place."""
         top, rest = path[0], path[1:]
         if top == "jobs":
             job_id, name = rest
             if name == DESCRIPTION_PICKLE:
-                return BytesContent(self._job_bytes(job_id))
-            return self._stream(layout.file_key(self._job_log_id(job_id)))
+                return _checked(layout.job_key, job_id), True
+            if name == JOB_LOG:
+                return layout.file_key(self._job_log_id(job_id)), True
+            raise NoEntry(path)
+        if top in ("shared", "logs") and len(rest) != 1:
+            raise NoEntry(path)
         if top == "shared":
-            return self._stream(layout.shared_key(rest[0]))
+            return _checked(layout.shared_key, rest[0]), True
         if top == "logs":
-            return self._stream(layout.LOGS + rest[0])
-        return self._stream(layout.file_key("/".join(rest)))
-
-    def _stream(self, key: str) -> StreamContent:
-        try:
-            return StreamContent(lambda: self.backend.reader(key))
-        except NotFound:
-            raise NoEntry(key) from None
+            return _checked(_log_key, rest[0]), False
+        if top == "files":
+            return _checked(layout.file_key, "/".join(rest)), False
+        raise NoEntry(path)
 
     # ------------------------------------------------------------ killflag
 
@@ -476,12 +513,6 @@ class View:
 
     # ---------------------------------------------------------------- jobs
 
-    def _job_bytes(self, job_id: str) -> bytes:
-        try:
-            return self.store.load_job_bytes(job_id)
-        except NoSuchJobException:
-            raise NoEntry(job_id) from None
-
     def _load_job(self, job_id: str) -> JobDescription:
         try:
             return self.store.load_job(job_id)
@@ -494,14 +525,13 @@ class View:
             raise NoEntry((job_id, JOB_LOG))
         return log_id
 
-    def _description_json(self, job_id: str) -> bytes:
-        """The rendered description of the job as stored now.
+    def _render(self, data: bytes) -> bytes:
+        """The description stored as ``data`` (a pickled job), rendered as JSON.
 
         Renders are cached by the stored bytes' digest: unpickling is the costly
         part, and a size and time do not tell two versions apart (S3 times are
         whole seconds).
         """
-        data = self._job_bytes(job_id)
         digest = hashlib.blake2b(data, digest_size=16).digest()
         with self._json_lock:
             cached = self._json_cache.get(digest)
@@ -619,13 +649,12 @@ class _JobsListing:
 
 
 def _json_attr(rendered: bytes, info: ObjectInfo) -> Attr:
-    return Attr(False, FILE_MODE, len(rendered), int(info.mtime * 1e9), True)
+    return Attr(False, FILE_MODE, len(rendered), int(info.mtime * 1e9), info.version, live=True)
 
 
 def _file_attr(info: ObjectInfo, live: bool = False) -> Attr:
-    return Attr(
-        False, EXEC_MODE if info.executable else FILE_MODE, info.size, int(info.mtime * 1e9), live
-    )
+    mode = EXEC_MODE if info.executable else FILE_MODE
+    return Attr(False, mode, info.size, int(info.mtime * 1e9), info.version, live=live)
 
 
 def _log_key(name: str) -> str:
