@@ -631,9 +631,7 @@ class _BodyReader(io.RawIOBase):
     the read fails with :class:`VersionGone` rather than go on in another.
     """
 
-    def __init__(
-        self, backend: S3Backend, key: str, body: Any, etag: str, start: int = 0
-    ) -> None:
+    def __init__(self, backend: S3Backend, key: str, body: Any, etag: str, start: int = 0) -> None:
         self._backend = backend
         self._key = key
         self._body = body
