@@ -509,6 +509,10 @@ class View:
         kill = parse_kill_word(data)
         if kill is None:
             raise BadKillWord(data[:20])
+        if not self.backend.exists(layout.CONFIG):
+            # Destroyed under the mount: the flag would be the only object of a store
+            # that is no more (on S3 a put succeeds wherever the bucket is).
+            raise NoEntry(layout.CONFIG)
         self.store.write_kill_flag(kill=kill)
 
     # ---------------------------------------------------------------- jobs
