@@ -416,7 +416,7 @@ class Node:
         raise NotImplementedError
 
     def child(self, name: str) -> Node:
-        raise NotADir(self.path)
+        raise NoEntry((*self.path, name))  # nothing lies below a file
 
     def listing(self) -> Listing:
         raise NotADir(self.path)
