@@ -9,6 +9,7 @@ the store alone while it runs and after the leader exited.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from jobstore import layout, ledger
 from jobstore.ledger import AttemptStart, Event
 from jobstore.run import TRACE_COLUMNS, Run, assemble_attempts, read_run
 from jobstore.store import JobStore, open_store
+from tests.mountutil import Mount
 from tests.test_workflows import VENV_BIN, _env
 
 WORKFLOW = Path(__file__).parent / "workflows" / "runview.py"
@@ -163,6 +165,7 @@ def test_a_real_run_read_from_the_store(store_locator: str, tmp_path: Path) -> N
     leader = subprocess.Popen(
         args, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
+    mount: Mount | None = None
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -183,8 +186,27 @@ def test_a_real_run_read_from_the_store(store_locator: str, tmp_path: Path) -> N
         assert sleeping.attempts[-1].host == socket.gethostname()
         assert _state(run, "after") == "waiting"  # its predecessor runs
         assert run.leader.alive is True and run.leader.pid is not None
+
+        # The same, through the mount, from the store alone.
+        mount = Mount(store_locator, tmp_path / "mnt")
+        mp = mount.mountpoint
+        sleeper_id = sleeping.job_id
+        _eventually(lambda: sleeper_id in os.listdir(mp / "by-state" / "running"))
+        link = mp / "by-state" / "running" / sleeper_id
+        assert os.readlink(link) == f"../../jobs/{sleeper_id}"
+        assert (link / "state").read_text() == "running\n"  # followed into jobs/
+        status_doc = json.loads((mp / "status.json").read_bytes())
+        assert status_doc["counts"]["running"] >= 1 and status_doc["leader"]["alive"] is True
+        attempt = json.loads((mp / "jobs" / sleeper_id / "attempts" / "1.json").read_bytes())
+        assert attempt["host"] == socket.gethostname() and attempt["status"] == "running"
+
         _wait_for("flaky retrying", read, lambda r: _state(r, "flaky") == "retrying", 60)
-        _wait_for("doomed failed", read, lambda r: _state(r, "doomed") == "failed", 60)
+        run = _wait_for("doomed failed", read, lambda r: _state(r, "doomed") == "failed", 60)
+        (doomed_id,) = [j.job_id for j in run.jobs.values() if j.name == "doomed"]
+        failed_link = mp / "by-state" / "failed" / doomed_id
+        _eventually(lambda: failed_link.exists())
+        assert b"doomed always fails" in (failed_link / "log").read_bytes()
+        assert sorted(os.listdir(failed_link / "attempts")) == ["1.json", "2.json"]
         run = _wait_for("flaky done", read, lambda r: _state(r, "flaky") is None, 60)
         assert _state(run, "sleeper") == "running"
 
@@ -193,10 +215,18 @@ def test_a_real_run_read_from_the_store(store_locator: str, tmp_path: Path) -> N
         _wait_for("sleeper ended", read, lambda r: _state(r, "sleeper") != "running", 30)
         left_running = time.monotonic() - opened
         out, _ = leader.communicate(timeout=120)
+        # After the leader: the trace and the graph, as files of the mount.
+        trace = (mp / "trace.tsv").read_text().splitlines()
+        dot_through_mount = (mp / "graph.dot").read_bytes()
+        _eventually(
+            lambda: json.loads((mp / "status.json").read_bytes())["leader"]["alive"] is False
+        )
     finally:
         if leader.poll() is None:
             leader.kill()
             leader.wait()
+        if mount is not None:
+            mount.close()
     assert leader.returncode != 0, out  # doomed failed the workflow
     # The goal is 2 s; a loaded machine gets some slack.
     assert left_running < 5, f"the sleeper left 'running' {left_running:.1f} s after its end"
@@ -244,12 +274,23 @@ def test_a_real_run_read_from_the_store(store_locator: str, tmp_path: Path) -> N
     )
     assert human.returncode == 0 and "failed:" in human.stdout and "doomed" in human.stdout
 
+    assert trace[0].split("\t") == list(TRACE_COLUMNS) and len(trace) - 1 == len(run.attempts)
+    assert dot_through_mount == run.graph_dot()
+
     dot = shutil.which("dot")
     assert dot is not None, "Graphviz's dot is installed by scripts/setup"
     svg = subprocess.run(
         [dot, "-Tsvg"], input=run.graph_dot(), capture_output=True, check=True, timeout=60
     )
     assert b"<svg" in svg.stdout and b"doomed" in svg.stdout
+
+
+def _eventually(check: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not true after {timeout} s")
+        time.sleep(0.1)
 
 
 def layout_slack() -> int:
