@@ -209,6 +209,19 @@ class Backend(ABC):
     def list(self, prefix: str, start_after: str | None = None) -> Iterator[str]:
         """Every key under ``prefix``, in sorted order, after ``start_after`` if given."""
 
+    def list_versions(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """Every key under ``prefix`` with its version (:attr:`ObjectInfo.version`), sorted.
+
+        For readers that keep what they derived from each version and want to
+        know what changed. Backends whose listings carry versions (S3's ETags)
+        answer without a request per key.
+        """
+        for key in self.list(prefix):
+            try:
+                yield key, self.stat(key).version
+            except NotFound:  # deleted since it was listed
+                continue
+
     @abstractmethod
     def listdir(self, prefix: str) -> Iterator[DirEntry]:
         """One level below ``prefix`` (a '/'-terminated prefix, or ''), in sorted order."""

@@ -29,7 +29,7 @@ import os
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -162,6 +162,75 @@ def pid_alive_since(pid: int, since_ns: int) -> bool:
     return started_ns <= since_ns + 2 * 10**9  # btime and ticks are coarse
 
 
+# ================================================================== jobs
+
+
+@dataclass(frozen=True, slots=True)
+class JobSummary:
+    """What the run view needs of one stored version of a job description.
+
+    Kept per version (:class:`RunMemo`), so that a new snapshot of the run
+    reads and unpickles only the descriptions that changed since the last.
+    """
+
+    name: str
+    has_body: bool
+    remaining_try_count: int
+    successors: tuple[tuple[int, str], ...]
+    services: tuple[str, ...]
+    log_id: str | None
+
+    @classmethod
+    def of(cls, job: JobDescription) -> JobSummary:
+        log_id = job.logJobStoreFileID
+        return cls(
+            name=job.jobName,
+            has_body=job.has_body(),
+            remaining_try_count=job.remainingTryCount,
+            successors=tuple(job.successors_by_phase()),
+            services=tuple(str(s) for s in job.services),
+            log_id=None if log_id is None else str(log_id),
+        )
+
+
+@dataclass
+class RunMemo:
+    """What one snapshot of a run keeps for the next: summaries by job version, events by key."""
+
+    jobs: dict[tuple[str, str], JobSummary] = field(default_factory=dict)
+    events: dict[str, list[Event]] = field(default_factory=dict)
+
+    def summaries(
+        self,
+        versions: Iterable[tuple[str, str]],
+        load: Callable[[str], tuple[str, JobDescription] | None],
+    ) -> dict[str, JobSummary]:
+        """The summary of every listed ``(job ID, version)``; ``load`` reads what is new.
+
+        ``load(job_id)`` returns the version it read with the description, or
+        None for a job gone since it was listed; one whose description does not
+        load is skipped with a warning naming it (it must not hide the run).
+        """
+        kept: dict[tuple[str, str], JobSummary] = {}
+        found: dict[str, JobSummary] = {}
+        for job_id, version in versions:
+            summary = self.jobs.get((job_id, version))
+            if summary is None:
+                try:
+                    loaded = load(job_id)
+                except Exception as e:
+                    logger.warning("Skipping job %s: its description does not load: %s", job_id, e)
+                    continue
+                if loaded is None:
+                    continue
+                version, job = loaded
+                summary = JobSummary.of(job)
+            kept[(job_id, version)] = summary
+            found[job_id] = summary
+        self.jobs = kept
+        return found
+
+
 # ================================================================ leader
 
 
@@ -228,6 +297,7 @@ class JobRecord:
     attempts: list[Attempt]
     successors: list[tuple[int, str]]
     services: list[str]
+    log_id: str | None
 
 
 @dataclass
@@ -317,17 +387,35 @@ class Run:
         return ("\n".join(lines) + "\n").encode()
 
 
-def read_run(store: JobStore, event_cache: dict[str, list[Event]] | None = None) -> Run:
-    """The run as one of our stores tells it now: its records and its ledger."""
-    descriptions = dict(_load_jobs(store))
+def read_run(store: JobStore, memo: RunMemo | None = None) -> Run:
+    """The run as one of our stores tells it now: its records and its ledger.
+
+    With the ``memo`` of the last snapshot, only what changed since is read.
+    """
+    memo = RunMemo() if memo is None else memo
+    backend = store.backend
+
+    def load(job_id: str) -> tuple[str, JobDescription] | None:
+        try:
+            with backend.open_version(layout.job_key(job_id)) as (info, stream):
+                return info.version, store.job_from_bytes(stream.read())
+        except NotFound:
+            return None
+
+    versions = (
+        (layout.job_id_from_key(key), version)
+        for key, version in backend.list_versions(layout.JOBS)
+        if layout.is_job_id(layout.job_id_from_key(key))
+    )
+    jobs = memo.summaries(versions, load)
     return build_run(
         config=store.config,
         leader=read_leader(store, _written_ns(store, "pid.log")),
         killflag=store.read_kill_flag(),
-        finished=root_finished(store, descriptions),
-        descriptions=descriptions,
-        starts=list(ledger.read_attempts(store.backend)),
-        events=ledger.read_events(store.backend, event_cache),
+        finished=root_finished(store, jobs),
+        jobs=jobs,
+        starts=list(ledger.read_attempts(backend)),
+        events=ledger.read_events(backend, memo.events),
     )
 
 
@@ -336,11 +424,11 @@ def build_run(
     leader: Leader,
     killflag: bool,
     finished: bool,
-    descriptions: dict[str, JobDescription],
+    jobs: dict[str, JobSummary],
     starts: list[AttemptStart],
     events: list[Event],
 ) -> Run:
-    """The run from what any store can tell: descriptions, and the ledger's records if any.
+    """The run from what any store can tell: its jobs, and the ledger's records if any.
 
     A store without a ledger (Toil's own) passes no starts and no events: its
     jobs then get every state but ``running``, and no attempts.
@@ -372,17 +460,18 @@ def build_run(
         attempts.extend(found)
     attempts.sort(key=lambda a: (a.start_ns or a.complete_ns or 0, a.job_id, a.number))
 
-    blocked = _blocked_jobs(descriptions)
-    jobs: dict[str, JobRecord] = {}
-    for job_id, job in descriptions.items():
+    blocked = _blocked_jobs(jobs)
+    records: dict[str, JobRecord] = {}
+    for job_id, job in jobs.items():
         mine = attempts_by_job.get(job_id, [])
-        jobs[job_id] = JobRecord(
+        records[job_id] = JobRecord(
             job_id,
-            job.jobName,
+            job.name,
             _state(job, mine, job_id in blocked, tries),
             mine,
-            list(job.successors_by_phase()),
+            list(job.successors),
             list(job.services),
+            job.log_id,
         )
     moments = [e.time_ns for e in events] + [s.start_ns for s in starts]
     workflow_id = getattr(config, "workflowID", None)
@@ -391,25 +480,11 @@ def build_run(
         leader=leader,
         killflag=killflag,
         finished=finished,
-        jobs=jobs,
+        jobs=records,
         attempts=attempts,
-        names={job_id: job.jobName for job_id, job in descriptions.items()},
+        names={job_id: job.name for job_id, job in jobs.items()},
         updated_ns=max(moments, default=None),
     )
-
-
-def _load_jobs(store: JobStore) -> Iterator[tuple[str, JobDescription]]:
-    """Every job description that loads; one that does not is skipped with a warning."""
-    for key in store.backend.list(layout.JOBS):
-        job_id = layout.job_id_from_key(key)
-        if not layout.is_job_id(job_id):
-            continue
-        try:
-            yield job_id, store.job_from_bytes(store.backend.get_bytes(key))
-        except NotFound:
-            continue
-        except Exception as e:  # a damaged description must not hide the rest of the run
-            logger.warning("Skipping %s (job %s): it does not load: %s", key, job_id, e)
 
 
 def _may_run(attempt: Attempt, leader: Leader, here: str) -> bool:
@@ -421,7 +496,7 @@ def _may_run(attempt: Attempt, leader: Leader, here: str) -> bool:
     return bool(leader.alive)
 
 
-def _blocked_jobs(jobs: dict[str, JobDescription]) -> set[str]:
+def _blocked_jobs(jobs: dict[str, JobSummary]) -> set[str]:
     """Jobs that wait for a predecessor: one with a body to run, or an earlier phase to finish.
 
     A predecessor runs its successor phases from the highest number down, one
@@ -431,27 +506,27 @@ def _blocked_jobs(jobs: dict[str, JobDescription]) -> set[str]:
     blocked: set[str] = set()
     for job in jobs.values():
         phases: dict[int, list[str]] = defaultdict(list)
-        for phase, successor in job.successors_by_phase():
+        for phase, successor in job.successors:
             if successor in jobs:
                 phases[phase].append(successor)
         if not phases:
             continue
-        current = None if job.has_body() else max(phases)
+        current = None if job.has_body else max(phases)
         for phase, successors in phases.items():
             if phase != current:
                 blocked.update(successors)
     return blocked
 
 
-def _state(job: JobDescription, attempts: list[Attempt], blocked: bool, tries: int | None) -> str:
+def _state(job: JobSummary, attempts: list[Attempt], blocked: bool, tries: int | None) -> str:
     if attempts and attempts[-1].status == "running":
         return "running"
-    if job.remainingTryCount == 0:
+    if job.remaining_try_count == 0:
         return "failed"
-    if not job.has_body() or blocked:
+    if not job.has_body or blocked:
         return "waiting"
     failed_before = any(a.status == "failed" for a in attempts) or (
-        tries is not None and job.remainingTryCount < tries
+        tries is not None and job.remaining_try_count < tries
     )
     return "retrying" if failed_before else "ready"
 
@@ -463,7 +538,7 @@ def _written_ns(store: JobStore, shared_name: str) -> int | None:
         return None
 
 
-def root_finished(store: AbstractJobStore, jobs: dict[str, JobDescription]) -> bool:
+def root_finished(store: AbstractJobStore, jobs: dict[str, JobSummary]) -> bool:
     """Whether the root job has finished, so that its return value is stored."""
     try:
         with store.read_shared_file_stream("rootJobStoreID") as f:

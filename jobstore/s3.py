@@ -587,6 +587,12 @@ class S3Backend(Backend):
             for obj in page.get("Contents", []):
                 yield obj["Key"][cut:]
 
+    def list_versions(self, prefix: str) -> Iterator[tuple[str, str]]:
+        cut = len(self.prefix)
+        for page in self._pages(prefix):
+            for obj in page.get("Contents", []):
+                yield obj["Key"][cut:], obj["ETag"]  # the ETag GET and HEAD give too
+
     def listdir(self, prefix: str) -> Iterator[DirEntry]:
         cut = len(self.prefix) + len(prefix)
         for page in self._pages(prefix, Delimiter="/"):

@@ -22,7 +22,7 @@ import pytest
 
 from jobstore import layout, ledger
 from jobstore.ledger import AttemptStart, Event
-from jobstore.run import TRACE_COLUMNS, Run, assemble_attempts, read_run
+from jobstore.run import TRACE_COLUMNS, Run, RunMemo, assemble_attempts, read_run
 from jobstore.store import JobStore, open_store
 from tests.mountutil import Mount
 from tests.test_workflows import VENV_BIN, _env
@@ -176,10 +176,10 @@ def test_a_real_run_read_from_the_store(store_locator: str, tmp_path: Path) -> N
                 if time.monotonic() > deadline or leader.poll() is not None:
                     raise
                 time.sleep(0.2)
-        cache: dict[str, list[Event]] = {}
+        memo = RunMemo()
 
         def read() -> Run:
-            return read_run(store, cache)
+            return read_run(store, memo)
 
         run = _wait_for("sleeper running", read, lambda r: _state(r, "sleeper") == "running", 60)
         (sleeping,) = [j for j in run.jobs.values() if j.name == "sleeper"]

@@ -19,7 +19,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from jobstore.locator import InvalidLocator, parse_locator
 from jobstore.mount import daemon_lock_path, mount_device
@@ -256,16 +255,16 @@ def _setup_logging(level: str, log_file: Path | None) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from jobstore.run import read_run, render_summary
+    from jobstore.run import RunMemo, read_run, render_summary
     from jobstore.store import StoreUnavailable, open_store
 
     try:
         store = open_store(args.locator)
     except StoreUnavailable as e:
         raise CommandError(str(e)) from None
-    cache: dict[str, list[Any]] = {}
+    memo = RunMemo()
     while True:
-        run = read_run(store, cache)
+        run = read_run(store, memo)
         text = run.status_json().decode() if args.json else render_summary(run, store.locator)
         if args.watch is None:
             sys.stdout.write(text)

@@ -234,8 +234,11 @@ class JobStoreFS(pyfuse3.Operations):
 
     async def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a blocking view call in a worker thread."""
+        # Abandoned when the mount stops: a call still running (a snapshot of a big
+        # run, a stalled request) must not hold up the unmount; only reads run here,
+        # and the kill flag's one write completes or not, as it would anyway.
         return await trio.to_thread.run_sync(
-            functools.partial(fn, *args, **kwargs), limiter=self._limiter
+            functools.partial(fn, *args, **kwargs), limiter=self._limiter, abandon_on_cancel=True
         )
 
     def _entry(self, node: Node, attr: v.Attr) -> pyfuse3.EntryAttributes:

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from toil.job import JobDescription
 
     from jobstore.backend import ObjectInfo
-    from jobstore.ledger import Event
     from jobstore.store import JobStore
 
 _PREFIXES = {Kind.FILES: layout.FILES, Kind.SHARED: layout.SHARED, Kind.LOGS: layout.LOGS}
@@ -127,8 +126,8 @@ class StoreSource(Source):
             raise Missing(layout.CONFIG)
         self.store.write_kill_flag(kill=kill)
 
-    def read_run(self, event_cache: dict[str, list[Event]]) -> run.Run:
-        return run.read_run(self.store, event_cache)
+    def read_run(self, memo: run.RunMemo) -> run.Run:
+        return run.read_run(self.store, memo)
 
 
 def _found(call: Callable[[str], ObjectInfo], key: str) -> ObjectInfo:

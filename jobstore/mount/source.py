@@ -29,8 +29,7 @@ if TYPE_CHECKING:
     from toil.job import JobDescription
 
     from jobstore.backend import ObjectInfo
-    from jobstore.ledger import Event
-    from jobstore.run import Run
+    from jobstore.run import Run, RunMemo
 
 
 class Missing(Exception):
@@ -136,5 +135,9 @@ class Source(ABC):
         """Tell the run to stop (True) or clear that (False), as ``toil kill`` does."""
 
     @abstractmethod
-    def read_run(self, event_cache: dict[str, list[Event]]) -> Run:
-        """The run view's state of the run (see :mod:`jobstore.run`); events cached by key."""
+    def read_run(self, memo: RunMemo) -> Run:
+        """The run view's snapshot of the run (see :mod:`jobstore.run`).
+
+        ``memo`` is what the last snapshot kept (summaries of job versions,
+        events): only what changed since needs reading.
+        """

@@ -45,13 +45,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from jobstore.mount.source import Kind, Missing, Source
-from jobstore.run import STATES
+from jobstore.run import STATES, JobSummary, RunMemo
 
 if TYPE_CHECKING:
     from toil.job import JobDescription
 
     from jobstore.backend import ObjectInfo
-    from jobstore.ledger import Event
     from jobstore.run import Run
 
 Path = tuple[str, ...]
@@ -368,7 +367,7 @@ class RunCache:
         self._run: Run | None = None
         self._taken = 0.0
         self._cost = 0.0
-        self._events: dict[str, list[Event]] = {}
+        self._memo = RunMemo()
         self._rendered: dict[str, bytes] = {}
 
     def get(self, knowing: str | None = None) -> Run:
@@ -383,11 +382,16 @@ class RunCache:
                 or (knowing is not None and knowing not in run.jobs and age > self.MIN_AGE)
             ):
                 started = time.monotonic()
-                run = self._run = self._source.read_run(self._events)
+                run = self._run = self._source.read_run(self._memo)
                 self._taken = time.monotonic()
                 self._cost = self._taken - started
                 self._rendered = {}
             return run
+
+    def summary(self, job_id: str, version: str) -> JobSummary | None:
+        """What the last snapshot knew of that version of a job, if it saw it."""
+        with self._lock:
+            return self._memo.jobs.get((job_id, version))
 
     def rendered(self, name: str, render: Callable[[Run], bytes]) -> tuple[Run, bytes]:
         """A rendering of the current snapshot, made once per snapshot."""
@@ -597,14 +601,14 @@ class JobDir(FixedDir):
 
     def names(self) -> list[str]:
         names = ["attempts", "description.json", "description.pickle", "state"]
-        if self.view.described(self.job_id, self.info).log_id is not None:
+        if self.view.log_id(self.job_id, self.info) is not None:
             names.append("log")
         return sorted(names)
 
     def child(self, name: str) -> Node:
         path = (*self.path, name)
         if name == "description.json":
-            return DescriptionJson(self.view, path, self.job_id)
+            return DescriptionJson(self.view, path, self.job_id, self.info)
         if name == "description.pickle":
             return DescriptionPickle(self.view, path, self.job_id, self.info)
         if name == "state":
@@ -612,7 +616,7 @@ class JobDir(FixedDir):
         if name == "attempts":
             return AttemptsDir(self.view, path, self.job_id)
         if name == "log":
-            log_id = self.view.described(self.job_id, self.info).log_id
+            log_id = self.view.log_id(self.job_id, self.info)
             if log_id is not None:
                 source = self.view.source
                 return TreeFile(self.view, path, Kind.FILES, source.file_path(log_id), live=True)
@@ -639,14 +643,19 @@ class DescriptionPickle(Node):
 
 
 class DescriptionJson(Node):
-    """The description rendered as JSON; size, time and content from one stored version."""
+    """The description rendered as JSON; size, time and content from one stored version.
 
-    def __init__(self, view: View, path: Path, job_id: str) -> None:
+    Its attributes are those of the version the job's lookup saw (rendered
+    once per version); an open reads the version stored now.
+    """
+
+    def __init__(self, view: View, path: Path, job_id: str, info: ObjectInfo) -> None:
         super().__init__(view, path)
         self.job_id = job_id
+        self.info = info
 
     def attr(self) -> Attr:
-        return self._attr(self.view.described(self.job_id))
+        return self._attr(self.view.described(self.job_id, self.info))
 
     def open(self) -> tuple[Attr, Content]:
         described = self.view.described(self.job_id)
@@ -833,6 +842,14 @@ class View:
             raise NoEntry(KILLFLAG) from None
 
     # ---------------------------------------------------------------- jobs
+
+    def log_id(self, job_id: str, info: ObjectInfo) -> str | None:
+        """The file ID of the job's log in version ``info``, unpickling only when no
+        snapshot of the run has seen that version."""
+        summary = self.runs.summary(job_id, info.version)
+        if summary is not None:
+            return summary.log_id
+        return self.described(job_id, info).log_id
 
     def described(self, job_id: str, info: ObjectInfo | None = None) -> Described:
         """The job's description as stored now (or in the version ``info`` names).
