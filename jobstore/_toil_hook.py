@@ -165,9 +165,35 @@ def _check_jobstore(jobstore_uri: str) -> str:
     return jobstore_uri
 
 
+def _patch_worker(module: ModuleType) -> None:
+    """Workers note each attempt they start in our stores' run ledger (one write)."""
+    original: Any = module.workerScript
+    if getattr(original, "_jobstore_patched", False):
+        return
+
+    def workerScript(
+        job_store: Any, config: Any, job_name: str, job_store_id: str, *args: Any, **kwargs: Any
+    ) -> Any:
+        record = getattr(job_store, "record_attempt", None)
+        if record is not None:
+            try:
+                record(job_store_id)
+            except Exception as e:  # the ledger must never cost the job its run
+                print(
+                    f"jobstore: could not record the attempt of {job_store_id}: {e}",
+                    file=sys.stderr,
+                )
+        return original(job_store, config, job_name, job_store_id, *args, **kwargs)
+
+    workerScript.__doc__ = original.__doc__
+    workerScript._jobstore_patched = True  # type: ignore[attr-defined]
+    module.workerScript = workerScript  # type: ignore[attr-defined]
+
+
 _PATCHERS: dict[str, Callable[[ModuleType], None]] = {
     "toil.common": _patch_common,
     "toil.options.common": _patch_options,
+    "toil.worker": _patch_worker,
 }
 
 

@@ -8,7 +8,10 @@ backend only has to be a faithful object store:
 * a write is atomic: readers see the complete old or the complete new object,
   never a part, and a writer killed half-way leaves the old object (or none);
 * a completed write is visible at once to every other process (read-your-writes);
-* a missing object raises :class:`NotFound` at once, without waiting.
+* a missing object raises :class:`NotFound` at once, without waiting;
+* a read can be pinned to one version (:meth:`Backend.open_version`): its size,
+  times and bytes all come from that version, however the object is rewritten
+  meanwhile.
 
 Keys are produced by the store layer and validated there; backends may assume
 components are non-empty and never ``.`` or ``..``. A "directory" is no object:
@@ -62,17 +65,27 @@ class NotFound(KeyError):
         return f"no object at key {self.key!r}"
 
 
+class VersionGone(BackendError):
+    """The version of an object a reader is pinned to is stored no more (replaced or deleted).
+
+    Raised instead of reading on in another version, which would return a mix.
+    """
+
+
 class StoreExists(BackendError):
     """``initialize`` found a store (or foreign data) where it should create one."""
 
 
 @dataclass(frozen=True)
 class ObjectInfo:
-    """What a single metadata request tells about an object."""
+    """What a single metadata request tells about one version of an object."""
 
     size: int
     executable: bool
     mtime: float
+    #: The version's identity: equal for two infos of one stored version, different for
+    #: two writes (whatever their sizes and times; S3 times are whole seconds).
+    version: str
 
 
 @dataclass(frozen=True)
@@ -206,6 +219,21 @@ class Backend(ABC):
         """A readable stream of the object. Raises :class:`NotFound` on entry."""
 
     @abstractmethod
+    def open_version(
+        self, key: str, start: int = 0, version: str | None = None
+    ) -> contextlib.AbstractContextManager[tuple[ObjectInfo, BinaryIO]]:
+        """One version of the object: its info and a stream of its bytes from ``start`` on.
+
+        The info describes the very version the stream reads (never a separate
+        stat, which a rewrite in between would make another version's), so a
+        reader that sizes its read by it gets one whole version. The stream
+        never moves to another version: where it would have to (a resumed S3
+        body), it raises :class:`VersionGone`. With ``version``, only that
+        version is opened, else :class:`VersionGone`; without, a missing object
+        raises :class:`NotFound` on entry.
+        """
+
+    @abstractmethod
     def get_file(self, key: str, path: str) -> ObjectInfo:
         """Copy the object to the local ``path`` atomically. Raises :class:`NotFound`."""
 
@@ -215,7 +243,7 @@ class Backend(ABC):
 
     @abstractmethod
     def stat(self, key: str) -> ObjectInfo:
-        """Size, executability and modification time. Raises :class:`NotFound`."""
+        """Size, executability, modification time and version. Raises :class:`NotFound`."""
 
     def exists(self, key: str) -> bool:
         try:
@@ -276,6 +304,19 @@ class Backend(ABC):
     @abstractmethod
     def list(self, prefix: str, start_after: str | None = None) -> Iterator[str]:
         """Every key under ``prefix``, in sorted order, after ``start_after`` if given."""
+
+    def list_versions(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """Every key under ``prefix`` with its version (:attr:`ObjectInfo.version`), sorted.
+
+        For readers that keep what they derived from each version and want to
+        know what changed. Backends whose listings carry versions (S3's ETags)
+        answer without a request per key.
+        """
+        for key in self.list(prefix):
+            try:
+                yield key, self.stat(key).version
+            except NotFound:  # deleted since it was listed
+                continue
 
     @abstractmethod
     def listdir(self, prefix: str) -> Iterator[DirEntry]:

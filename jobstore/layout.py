@@ -13,6 +13,8 @@ Layout (every backend stores the same keys)::
     hints/<hint-path>                   slot claims and tombstones for hinted IDs
     logs/<time>-<unique>                one object per log message, in write order
     meta/log-cursor.json                which log messages the leader has read
+    ledger/attempts/<shard>/<job-id>/<attempt>   one empty object per attempt started
+    ledger/events/<time>-<unique>       what the leader saw happen, batched
     quarantine/<stamp>/<key>            objects ``jobstore fsck --repair`` moved aside
 
 Damage comes in two kinds, told apart here once for every reader:
@@ -53,6 +55,8 @@ LOGS = "logs/"
 META = "meta/"
 LOG_CURSOR = META + "log-cursor.json"
 QUARANTINE = "quarantine/"
+LEDGER_ATTEMPTS = "ledger/attempts/"
+LEDGER_EVENTS = "ledger/events/"
 CONFIG = SHARED + "config.pickle"
 
 ANON = "@anon"
@@ -81,8 +85,12 @@ class InvalidName(ValueError):
     """A name from outside that can never be a valid key."""
 
 
+#: How many ``<shard>`` buckets there are (3 hex digits).
+JOB_SHARDS = 16**3
+
+
 def shard(name: str) -> str:
-    """A stable 3-hex-digit bucket (4,096 of them) for any name."""
+    """A stable 3-hex-digit bucket (:data:`JOB_SHARDS` of them) for any name."""
     return hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=2).hexdigest()[:3]
 
 
@@ -111,6 +119,11 @@ def job_id_from_key(key: str) -> str | None:
     if key.startswith(JOBS) and sep and is_job_id(job_id) and shard(job_id) == shard_name:
         return job_id
     return None
+
+
+def attempts_prefix(job_id: str) -> str:
+    """Where the run ledger keeps the attempts of a job (see :mod:`jobstore.ledger`)."""
+    return f"{LEDGER_ATTEMPTS}{shard(job_id)}/{job_id}/"
 
 
 def job_files_prefix(job_id: str) -> str:
@@ -349,4 +362,29 @@ def stray_reason(key: str) -> str | None:
         return None if is_log_key(key) else "not a log message key (<time>-<unique>)"
     if key == LOG_CURSOR:
         return None
+    if key.startswith(LEDGER_ATTEMPTS):
+        return _attempt_stray_reason(key)
+    if key.startswith(LEDGER_EVENTS):
+        name = key[len(LEDGER_EVENTS) :]
+        return None if _LOG_NAME.fullmatch(name) else "not a ledger event batch (<time>-<unique>)"
     return "outside every prefix of the store's layout"
+
+
+def _attempt_stray_reason(key: str) -> str | None:
+    from jobstore.ledger import AttemptStart  # the attempt names' format is the ledger's
+
+    parts = key[len(LEDGER_ATTEMPTS) :].split("/")
+    if (
+        len(parts) == 3
+        and is_job_id(parts[1])
+        and shard(parts[1]) == parts[0]
+        and AttemptStart.parse(parts[1], parts[2]) is not None
+    ):
+        return None
+    return "not an attempt record (ledger/attempts/<shard>/<job-id>/<attempt>)"
+
+
+def new_ledger_events_key(now_ns: int | None = None) -> str:
+    """A key for a batch of the leader's events, sorting in the order they were stored."""
+    stamp = time.time_ns() if now_ns is None else now_ns
+    return f"{LEDGER_EVENTS}{stamp:020d}-{uuid.uuid4().hex[:12]}"

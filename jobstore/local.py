@@ -24,7 +24,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from jobstore.backend import Backend, Debris, DirEntry, NotFound, ObjectInfo, StoreExists
+from jobstore.backend import (
+    Backend,
+    Debris,
+    DirEntry,
+    NotFound,
+    ObjectInfo,
+    StoreExists,
+    VersionGone,
+)
 from jobstore.layout import MAX_FILE_ID
 from jobstore.locator import InvalidLocator, Locator
 
@@ -243,6 +251,26 @@ class LocalBackend(Backend):
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise NotFound(key) from None
 
+    @contextlib.contextmanager
+    def open_version(
+        self, key: str, start: int = 0, version: str | None = None
+    ) -> Iterator[tuple[ObjectInfo, BinaryIO]]:
+        """The open file and its fstat: a rewrite renames a new file in place, and this
+        descriptor keeps reading the old one (deleted or not) to its end."""
+        try:
+            f = open(self._path(key), "rb")  # noqa: SIM115 - closed below
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            if version is not None:
+                raise VersionGone(f"{self._path(key)}: version {version} was replaced") from None
+            raise NotFound(key) from None
+        with f:
+            info = _info(os.fstat(f.fileno()))
+            if version is not None and info.version != version:
+                raise VersionGone(f"{self._path(key)}: version {version} was replaced")
+            if start:
+                f.seek(start)
+            yield info, f
+
     def get_file(self, key: str, path: str) -> ObjectInfo:
         directory = os.path.dirname(os.path.abspath(path))
         tmp_path = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
@@ -383,7 +411,9 @@ def _makedirs(path: str) -> None:
 
 
 def _info(st: os.stat_result) -> ObjectInfo:
-    return ObjectInfo(st.st_size, bool(st.st_mode & stat.S_IXUSR), st.st_mtime)
+    # Every write renames a new file into place: a new inode, whatever the size and time.
+    version = f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
+    return ObjectInfo(st.st_size, bool(st.st_mode & stat.S_IXUSR), st.st_mtime, version)
 
 
 def _copy_fd(src: BinaryIO, dst: BinaryIO) -> None:

@@ -63,6 +63,7 @@ from jobstore.backend import (
     NotFound,
     ObjectInfo,
     StoreExists,
+    VersionGone,
 )
 from jobstore.locator import InvalidLocator, Locator
 
@@ -444,11 +445,26 @@ class S3Backend(Backend):
 
     # ---------------------------------------------------------------- reads
 
-    def _get(self, key: str) -> dict[str, Any]:
+    def _get(self, key: str, start: int = 0, etag: str | None = None) -> dict[str, Any]:
+        """A GET of the object from byte ``start`` on, of version ``etag`` only when given."""
+        extra: dict[str, Any] = {}
+        if start:
+            extra["Range"] = f"bytes={start}-"
+        if etag is not None:
+            extra["IfMatch"] = etag
         with self._errors("GET", key):
-            response: dict[str, Any] = self.client.get_object(
-                Bucket=self.bucket, Key=self.prefix + key, **self._sse(key)
-            )
+            try:
+                response: dict[str, Any] = self.client.get_object(
+                    Bucket=self.bucket, Key=self.prefix + key, **extra, **self._sse(key)
+                )
+            except ClientError as e:
+                # 412: replaced since; 404: deleted since. Either way, that version is gone.
+                if etag is not None and _error_code(e) in {"PreconditionFailed", *_NOT_FOUND}:
+                    raise VersionGone(
+                        f"S3 GET {self._url(key)}: the version being read ({etag}) "
+                        f"was replaced or deleted ({_error_code(e)})"
+                    ) from None
+                raise
         try:
             self._check_key(key, response.get("Metadata", {}))
         except EncryptionKeyError:
@@ -476,25 +492,23 @@ class S3Backend(Backend):
         logger.warning("S3 GET %s: body cut off (%s); retrying", self._url(key), e)
         time.sleep(min(0.05 * 2**attempt, 2.0))
 
-    def _get_range(self, key: str, start: int, etag: str | None) -> Any:
-        """The object's body from ``start`` on, refusing a different version than ``etag``."""
-        extra: dict[str, Any] = {"Range": f"bytes={start}-"}
-        if etag:
-            extra["IfMatch"] = etag
-        with self._errors("GET", key):
-            response = self.client.get_object(
-                Bucket=self.bucket, Key=self.prefix + key, **extra, **self._sse(key)
-            )
-        return response["Body"]
+    @contextlib.contextmanager
+    def open_version(
+        self, key: str, start: int = 0, version: str | None = None
+    ) -> Iterator[tuple[ObjectInfo, BinaryIO]]:
+        """One GET: its own headers are the info, its body (resumed by ETag) the stream."""
+        response = self._get(key, start, version)
+        info = _info(response)
+        raw = _BodyReader(self, key, response["Body"], info.version, start)
+        try:
+            yield info, io.BufferedReader(raw, buffer_size=256 * 1024)
+        finally:
+            raw.close()
 
     @contextlib.contextmanager
     def reader(self, key: str) -> Iterator[BinaryIO]:
-        response = self._get(key)
-        raw = _BodyReader(self, key, response["Body"], response.get("ETag"))
-        try:
-            yield io.BufferedReader(raw, buffer_size=256 * 1024)
-        finally:
-            raw.close()
+        with self.open_version(key) as (_, stream):
+            yield stream
 
     def get_file(self, key: str, path: str) -> ObjectInfo:
         """One GET for a small object; boto3's concurrent ranged GETs for a large one.
@@ -515,12 +529,12 @@ class S3Backend(Backend):
             fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
             with os.fdopen(fd, "wb") as f:
                 if info.size < self.part_size:
-                    raw = _BodyReader(self, key, body, response.get("ETag"))
+                    raw = _BodyReader(self, key, body, info.version)
                     shutil.copyfileobj(raw, f, MiB)
                     body = raw  # closes whichever body it ended with
                 else:
                     body.close()
-                    known = _KnownObject(info.size, response.get("ETag"))
+                    known = _KnownObject(info.size, info.version)
                     with self._errors("GET", key):
                         self.transfer.download(
                             self.bucket,
@@ -618,6 +632,12 @@ class S3Backend(Backend):
             for obj in page.get("Contents", []):
                 yield obj["Key"][cut:]
 
+    def list_versions(self, prefix: str) -> Iterator[tuple[str, str]]:
+        cut = len(self.prefix)
+        for page in self._pages(prefix):
+            for obj in page.get("Contents", []):
+                yield obj["Key"][cut:], obj["ETag"]  # the ETag GET and HEAD give too
+
     def listdir(self, prefix: str) -> Iterator[DirEntry]:
         cut = len(self.prefix) + len(prefix)
         for page in self._pages(prefix, Delimiter="/"):
@@ -631,39 +651,43 @@ def _md5(secret: bytes) -> str:
 
 
 def _info(response: dict[str, Any]) -> ObjectInfo:
+    """The object's info from a HEAD's or GET's headers (a ranged GET's total size)."""
+    content_range = response.get("ContentRange")  # "bytes 100-199/200"
     return ObjectInfo(
-        size=int(response["ContentLength"]),
+        size=int(content_range.rpartition("/")[2] if content_range else response["ContentLength"]),
         executable=response.get("Metadata", {}).get(_EXECUTABLE) == "1",
         mtime=response["LastModified"].timestamp(),
+        # Content identity: two writes within one second (S3 times are whole seconds) differ.
+        version=response["ETag"],
     )
 
 
 class _KnownObject(BaseSubscriber):
     """Tells the transfer manager the size and ETag a GET already found (so no HEAD)."""
 
-    def __init__(self, size: int, etag: str | None) -> None:
+    def __init__(self, size: int, etag: str) -> None:
         self.size = size
         self.etag = etag
 
     def on_queued(self, future: Any, **kwargs: Any) -> None:
         future.meta.provide_transfer_size(self.size)
-        if self.etag is not None:
-            future.meta.provide_object_etag(self.etag)
+        future.meta.provide_object_etag(self.etag)
 
 
 class _BodyReader(io.RawIOBase):
     """A GET body as a raw stream, so it can be buffered and wrapped for text.
 
     A body cut off mid-way is resumed with a ranged GET of the same version
-    (by ETag) from the first byte not yet delivered.
+    (by ETag) from the first byte not yet delivered; when that version is gone,
+    the read fails with :class:`VersionGone` rather than go on in another.
     """
 
-    def __init__(self, backend: S3Backend, key: str, body: Any, etag: str | None) -> None:
+    def __init__(self, backend: S3Backend, key: str, body: Any, etag: str, start: int = 0) -> None:
         self._backend = backend
         self._key = key
         self._body = body
         self._etag = etag
-        self._pos = 0
+        self._pos = start
         self._failures = 0
 
     def readable(self) -> bool:
@@ -679,7 +703,7 @@ class _BodyReader(io.RawIOBase):
                     self._failures += 1
                     self._backend._body_failed(self._key, self._failures, e)
                     self._body.close()
-                    self._body = self._backend._get_range(self._key, self._pos, self._etag)
+                    self._body = self._backend._get(self._key, self._pos, self._etag)["Body"]
             view[: len(data)] = data
         self._pos += len(data)
         return len(data)

@@ -44,9 +44,9 @@ from toil.jobStores.abstractJobStore import (
     NoSuchJobStoreException,
 )
 
-from jobstore import layout
+from jobstore import layout, ledger
 from jobstore.backend import Backend, NotFound, StoreExists
-from jobstore.locator import Locator, parse_locator
+from jobstore.locator import InvalidLocator, Locator, parse_locator
 
 if TYPE_CHECKING:
     from toil.common import Config
@@ -157,6 +157,7 @@ class JobStore(AbstractJobStore, HintedJobStore):
         super().__init__(self._parsed.canonical)
         self.backend: Backend = backend if backend is not None else self._parsed.open_backend()
         self._batch: list[JobDescription] | None = None
+        self._ledger: ledger.LeaderTailer | None = None
 
     def __repr__(self) -> str:
         return f"JobStore({self.locator!r})"
@@ -181,10 +182,37 @@ class JobStore(AbstractJobStore, HintedJobStore):
         self.backend.configure(self.config)
 
     def destroy(self) -> None:
+        if self._ledger is not None:  # it would write the store anew
+            self._ledger.stop(flush=False)
+            self._ledger = None
         self.backend.destroy()
 
+    # ========================================================== run ledger
+
+    def write_leader_pid(self) -> None:
+        """Announce the leader, and copy what it publishes into the run ledger from now on.
+
+        Only a leader calls this (at start and restart), so the ledger's
+        tailer runs in the leader and nowhere else.
+        """
+        super().write_leader_pid()
+        bus_path = getattr(self.config, "write_messages", None)
+        if self._ledger is None and bus_path and ledger.enabled():
+            self._ledger = ledger.LeaderTailer(self.backend, bus_path)
+            self._ledger.start()
+
+    def record_attempt(self, job_id: str) -> None:
+        """Note in the run ledger that this worker process starts an attempt of ``job_id``."""
+        if not layout.is_job_id(job_id):
+            raise InvalidJobID(job_id)
+        if ledger.enabled():
+            ledger.record_attempt(self.backend, job_id)
+
     def get_env(self) -> dict[str, str]:
-        return self.backend.env()
+        env = self.backend.env()
+        if not ledger.enabled():
+            env["JOBSTORE_LEDGER"] = "0"
+        return env
 
     def default_caching(self) -> bool:
         return self.backend.prefers_caching
@@ -734,3 +762,28 @@ def _text(f: IO[bytes], encoding: str | None, errors: str | None) -> Iterator[IO
     yield wrapper
     wrapper.flush()
     wrapper.detach()
+
+
+class StoreUnavailable(Exception):
+    """Why a store cannot be opened, in one line for the user of a command."""
+
+
+def open_store(locator: str) -> JobStore:
+    """A resumed store for ``locator`` (for commands: mount, status), or why there is none."""
+    try:
+        store = JobStore(locator)
+    except InvalidLocator as e:
+        raise StoreUnavailable(str(e)) from None
+    try:
+        store.resume()
+    except NoSuchJobStoreException:
+        raise StoreUnavailable(f"no job store at {store.locator}") from None
+    except Exception as e:
+        logger.debug("resuming %s failed", locator, exc_info=True)
+        raise StoreUnavailable(f"cannot open {store.locator}: {_one_line(e)}") from None
+    return store
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

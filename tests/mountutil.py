@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,7 +98,13 @@ def populate(locator: str, workdir: Path) -> Populated:
 class Mount:
     """``jobstore mount LOCATOR MOUNTPOINT --foreground`` in a subprocess."""
 
-    def __init__(self, locator: str, mountpoint: Path, *args: str) -> None:
+    def __init__(
+        self,
+        locator: str,
+        mountpoint: Path,
+        *args: str,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.mountpoint = mountpoint
         self.log = mountpoint.parent / f"{mountpoint.name}.log"
         mountpoint.mkdir(exist_ok=True)
@@ -115,6 +122,7 @@ class Mount:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=preexec_fn,
         )
         deadline = time.monotonic() + MOUNT_TIMEOUT
         while mount_device(str(mountpoint)) is None:

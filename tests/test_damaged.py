@@ -31,6 +31,8 @@ from toil.jobStores.abstractJobStore import NoSuchJobException
 
 from jobstore import JobStore, layout
 from jobstore.mount import view as v
+from jobstore.mount.ours import StoreSource
+from jobstore.mount.source import Corrupt
 from jobstore.s3 import S3Backend
 from jobstore.store import CorruptJobError, CorruptLogError
 from tests.test_store import WEIRD_BASENAMES, new_job
@@ -147,7 +149,7 @@ def test_stray_objects_are_skipped_by_every_listing(
 def test_stray_objects_never_reach_the_view(store: JobStore, tmp_path: Path) -> None:
     planted = healthy(store, tmp_path)
     plant_strays(store, planted)
-    view = v.View(store)
+    view = v.View(StoreSource(store))
     root_id = planted.root.jobStoreID
 
     def names(path: v.Path) -> list[str]:
@@ -175,7 +177,7 @@ def test_view_file_and_directory_of_one_name(s3_locator: str, toil_config: Confi
     store.initialize(toil_config)
     store.backend.put_bytes("files/x", b"file")
     store.backend.put_bytes("files/x/y", b"below")
-    view = v.View(store)
+    view = v.View(StoreSource(store))
     entries = list_all(view, ("files",))
     assert [(e.name, e.attr.is_dir) for e in entries] == [("x", False)]
     assert read_all(view, ("files", "x")) == b"file"
@@ -199,7 +201,7 @@ def corrupt_payloads(store: JobStore, job: JobDescription) -> dict[str, bytes]:
 def test_corrupt_job_is_an_error_naming_key_and_job(store: JobStore) -> None:
     job = new_job(store, "victim")
     key = layout.job_key(job.jobStoreID)
-    view = v.View(store)
+    view = v.View(StoreSource(store))
     for what, data in corrupt_payloads(store, job).items():
         store.backend.put_bytes(key, data)
         for call in (lambda: store.load_job(job.jobStoreID), lambda: list(store.jobs())):
@@ -212,12 +214,14 @@ def test_corrupt_job_is_an_error_naming_key_and_job(store: JobStore) -> None:
             assert e.value.key == key and e.value.job_id == job.jobStoreID
         # The mount: the job is listed, its pickle reads, its JSON is an I/O error.
         assert [e.name for e in list_all(view, ("jobs",))] == [job.jobStoreID]
+        # No state: the run view skips (with a warning) a job whose description does not load.
         assert {e.name for e in list_all(view, ("jobs", job.jobStoreID))} == {
+            "attempts",
             "description.json",
             "description.pickle",
         }
         assert read_all(view, ("jobs", job.jobStoreID, "description.pickle")) == data
-        with pytest.raises(v.Damaged):
+        with pytest.raises(Corrupt):
             view.open(("jobs", job.jobStoreID, "description.json"))
 
 

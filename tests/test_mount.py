@@ -11,6 +11,7 @@ import errno
 import hashlib
 import json
 import os
+import resource
 import signal
 import stat
 import subprocess
@@ -76,10 +77,13 @@ def eventually(check: Callable[[], bool], timeout: float = LIVE) -> float:
 def test_tree_is_the_store(populated: Populated, mounted: Mount) -> None:
     """Every path, content, mode and size is what the API says; nothing else is there."""
     store, mp = populated.store, mounted.mountpoint
-    expected: dict[str, bytes] = {"killflag": b"NO\n"}
+    # The run view's generated files are checked below, and in tests/test_runview.py.
+    expected: dict[str, bytes | None] = dict.fromkeys(("status.json", "graph.dot", "trace.tsv"))
+    expected["killflag"] = b"NO\n"
     for job_id in store.job_ids():
         expected[f"jobs/{job_id}/description.pickle"] = store.load_job_bytes(job_id)
-        expected[f"jobs/{job_id}/description.json"] = b""  # checked below
+        expected[f"jobs/{job_id}/description.json"] = None
+        expected[f"jobs/{job_id}/state"] = None
     expected[f"jobs/{populated.parent_id}/log"] = populated.files[populated.log_file_id][0]
     for file_id, (content, _) in populated.files.items():
         expected[f"files/{file_id}"] = content
@@ -107,6 +111,13 @@ def test_tree_is_the_store(populated: Populated, mounted: Mount) -> None:
             doc = json.loads(data)
             assert doc["id"] == rel.split("/")[1]
             assert doc["name"] == store.load_job(doc["id"]).jobName
+            assert stat.S_IMODE(st.st_mode) == 0o444
+            continue
+        if rel.endswith("/state"):
+            assert data in (b"waiting\n", b"ready\n"), rel  # nothing runs here
+        elif rel == "status.json":
+            assert json.loads(data)["counts"]["total"] == len(list(store.job_ids()))
+        if expected[rel] is None:
             assert stat.S_IMODE(st.st_mode) == 0o444
             continue
         assert data == expected[rel], rel
@@ -255,7 +266,92 @@ def test_timeout_option(local_locator: str, tmp_path: Path) -> None:
         m.close()
 
 
+def test_same_size_rewrite_within_a_second_shows_on_s3(s3_locator: str, tmp_path: Path) -> None:
+    """S3 times are whole seconds: the page cache must be keyed by ETag, not size and time."""
+    store = JobStore(s3_locator)
+    store.initialize(Config())
+    source = tmp_path / "v"
+    source.write_bytes(b"A" * 5000)
+    file_id = store.write_file(str(source))
+    key = layout.file_key(file_id)
+    m = Mount(s3_locator, tmp_path / "mnt")
+    try:
+        path = m / "files" / file_id
+        rewrites = 0
+        for old, new in zip(b"ACEGI", b"BDFHJ", strict=True):
+            source.write_bytes(bytes([old]) * 5000)
+            store.update_file(file_id, str(source))
+            before = store.backend.stat(key)
+            assert path.read_bytes() == bytes([old]) * 5000  # now in the page cache
+            source.write_bytes(bytes([new]) * 5000)
+            store.update_file(file_id, str(source))
+            after = store.backend.stat(key)
+            rewrites += (after.size, after.mtime) == (before.size, before.mtime)
+            time.sleep(1.5)  # the kernel's attributes expired: the next open is a fresh look
+            assert path.read_bytes() == bytes([new]) * 5000
+        assert rewrites >= 3, "too few rewrites within one second to prove anything"
+    finally:
+        m.close()
+
+
 # ==================================================================== failures
+
+
+@pytest.mark.parametrize("how", ["cat", "python"])
+def test_store_destroyed_under_the_mount_is_enoent(
+    populated: Populated, mounted: Mount, how: str
+) -> None:
+    mp = mounted.mountpoint
+    file_id = next(iter(populated.files))
+    job = populated.job_ids[0]
+    paths = [
+        mp / "files" / file_id,
+        mp / "shared" / "pid.log",
+        mp / "jobs" / job / "description.json",
+    ]
+    for p in paths:
+        p.read_bytes()
+    populated.store.destroy()
+    time.sleep(LIVE)
+    for p in paths:
+        if how == "cat":
+            done = subprocess.run(["cat", str(p)], capture_output=True, text=True)
+            assert done.returncode == 1 and "No such file or directory" in done.stderr
+        else:
+            with pytest.raises(FileNotFoundError):
+                p.read_bytes()
+    done = bash("echo YES > killflag", mp)
+    assert done.returncode == 1 and "No such file or directory" in done.stderr, done.stderr
+    assert list(populated.store.backend.list("")) == []
+    assert mounted.proc.poll() is None and "answering EIO" not in mounted.log_text()
+
+
+def test_out_of_descriptors_in_the_daemon_is_emfile(local_locator: str, tmp_path: Path) -> None:
+    """The daemon out of file descriptors: clients see EMFILE (and can close some), not EIO."""
+    (tmp_path / "work").mkdir()
+    populated = populate(local_locator, tmp_path / "work")
+    file_id, (content, _) = next(iter(populated.files.items()))
+
+    def few_descriptors() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    m = Mount(local_locator, tmp_path / "mnt", preexec_fn=few_descriptors)
+    opened: list[int] = []
+    try:
+        with pytest.raises(OSError) as e:
+            for _ in range(200):
+                opened.append(os.open(m / "files" / file_id, os.O_RDONLY))
+        assert e.value.errno == errno.EMFILE and 10 < len(opened) < 64
+        for fd in opened:
+            os.close(fd)
+        opened = []
+        time.sleep(0.5)  # releases reach the daemon after close() returns
+        assert (m / "files" / file_id).read_bytes() == content
+        assert m.proc.poll() is None and "answering EIO" not in m.log_text()
+    finally:
+        for fd in opened:
+            os.close(fd)
+        m.close()
 
 
 def test_store_errors_are_eio_and_the_daemon_keeps_serving(

@@ -7,11 +7,15 @@ coroutines that can be awaited directly under trio. Both run against a real
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
 import os
+import resource
+import shutil
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,6 +27,7 @@ import pytest
 from jobstore import layout
 from jobstore.mount import view as v
 from jobstore.mount.fs import JobStoreFS
+from jobstore.mount.ours import StoreSource
 from tests.mountutil import Populated, new_job, populate
 
 
@@ -33,7 +38,7 @@ def populated(local_locator: str, tmp_path: Path) -> Populated:
 
 @pytest.fixture
 def view(populated: Populated) -> v.View:
-    return v.View(populated.store)
+    return v.View(StoreSource(populated.store))
 
 
 def list_all(view: v.View, path: v.Path, limit: int = 1000) -> list[v.DirEntry]:
@@ -63,7 +68,10 @@ def read_all(view: v.View, path: v.Path) -> bytes:
 
 
 def test_root_and_top_directories(view: v.View, populated: Populated) -> None:
-    assert names(view, ()) == {"files", "jobs", "killflag", "logs", "shared"}
+    assert names(view, ()) == {
+        *("files", "jobs", "killflag", "logs", "shared"),
+        *("status.json", "graph.dot", "trace.tsv", "by-state"),
+    }
     assert names(view, ("jobs",)) == set(populated.job_ids)
     assert names(view, ("shared",)) == set(populated.store.shared_file_names())
     assert names(view, ("logs",)) == {
@@ -98,7 +106,7 @@ def test_files_tree_is_the_file_ids(view: v.View, populated: Populated) -> None:
 def test_job_directory(view: v.View, populated: Populated) -> None:
     store = populated.store
     for job_id in populated.job_ids:
-        expected = {"description.json", "description.pickle"}
+        expected = {"description.json", "description.pickle", "state", "attempts"}
         if job_id == populated.parent_id:
             expected.add("log")
         assert names(view, ("jobs", job_id)) == expected
@@ -345,7 +353,7 @@ def test_jobs_listing_spans_shards(populated: Populated) -> None:
     with store.batch():
         for job in more:
             store.create_job(job)
-    view = v.View(store)
+    view = v.View(StoreSource(store))
     listed = [e.name for e in list_all(view, ("jobs",), limit=7)]
     assert sorted(listed) == sorted([*populated.job_ids, *(str(j.jobStoreID) for j in more)])
     assert len({layout.shard(j) for j in listed}) > 50
@@ -355,7 +363,7 @@ def test_jobs_listing_spans_shards(populated: Populated) -> None:
 
 
 def fs_for(populated: Populated) -> JobStoreFS:
-    return JobStoreFS(v.View(populated.store), timeout=1.0, threads=2)
+    return JobStoreFS(v.View(StoreSource(populated.store)), timeout=1.0, threads=2)
 
 
 CTX: Any = None  # the handlers never look at the request context
@@ -505,3 +513,153 @@ async def test_unexpected_errors_are_eio_and_logged(
     assert await fs.read(info.fh, 0, 100) == b"not a pickle"
     other = await lookup_path(fs, "jobs", populated.job_ids[1], "description.json")
     assert other.st_size > 0
+
+
+# ============================================== whole versions, system errno
+
+
+@pytest.fixture
+def any_populated(store_locator: str, tmp_path: Path) -> Populated:
+    return populate(store_locator, tmp_path)
+
+
+def test_open_is_one_version(any_populated: Populated, tmp_path: Path) -> None:
+    """Attributes and bytes of an open file come from one version, whatever is written after."""
+    store = any_populated.store
+    old = b"old version\n" * 1000
+    source = tmp_path / "v"
+    source.write_bytes(old)
+    file_id = store.write_file(str(source))
+    path = ("files", *file_id.split("/"))
+    view = v.View(StoreSource(store))
+    attr, content = view.open(path)
+    source.write_bytes(b"new, longer version\n" * 2000)
+    store.update_file(file_id, str(source))
+    try:
+        assert (attr.size, content.read(0, 1 << 20)) == (len(old), old)
+    finally:
+        content.close()
+    new_attr, new_content = view.open(path)
+    try:
+        assert new_content.read(0, 1 << 20) == source.read_bytes() and new_attr.size == 40000
+    finally:
+        new_content.close()
+    assert new_attr.version != attr.version
+    assert view.getattr(path).version == new_attr.version
+
+
+@pytest.mark.trio
+async def test_replaced_while_open_reads_old_or_fails_stale(
+    any_populated: Populated, tmp_path: Path
+) -> None:
+    """A handle never reads on in another version: local: keeps the old file, s3: a GET of
+    the old version (by ETag) after a replacement or deletion fails with ESTALE."""
+    store = any_populated.store
+    old = os.urandom(1 << 20)
+    source = tmp_path / "big"
+    source.write_bytes(old)
+    file_id = store.write_file(str(source))
+    fs = fs_for(any_populated)
+    ino = (await lookup_path(fs, "files", *file_id.split("/"))).st_ino
+    for change in ("replace", "delete"):
+        info = await fs.open(ino, os.O_RDONLY, CTX)
+        assert await fs.read(info.fh, 0, 4096) == old[:4096]
+        if change == "replace":
+            source.write_bytes(os.urandom(len(old)))
+            store.update_file(file_id, str(source))
+        else:
+            store.delete_file(file_id)
+        # Onwards: the stream already open goes on in the version it began.
+        assert await fs.read(info.fh, 4096, 4096) == old[4096:8192]
+        if store.locator.startswith("local:"):
+            assert await fs.read(info.fh, 0, len(old)) == old
+        else:
+            assert await fuse_errno(fs.read(info.fh, 0, 4096)) == errno.ESTALE
+        await fs.release(info.fh)
+        if change == "replace":
+            source.write_bytes(old)
+            store.update_file(file_id, str(source))
+
+
+@pytest.mark.trio
+async def test_destroyed_store_answers_enoent(any_populated: Populated) -> None:
+    store = any_populated.store
+    fs = fs_for(any_populated)
+    file_id = next(iter(any_populated.files))
+    file_ino = (await lookup_path(fs, "files", *file_id.split("/"))).st_ino
+    job_dir = (await lookup_path(fs, "jobs", any_populated.job_ids[0])).st_ino
+    flag = (await lookup_path(fs, "killflag")).st_ino
+    store.destroy()
+    assert await fuse_errno(fs.getattr(file_ino, CTX)) == errno.ENOENT
+    assert await fuse_errno(fs.open(file_ino, os.O_RDONLY, CTX)) == errno.ENOENT
+    assert await fuse_errno(fs.lookup(job_dir, b"description.json", CTX)) == errno.ENOENT
+    info = await fs.open(flag, os.O_WRONLY, CTX)
+    assert await fuse_errno(fs.write(info.fh, 0, b"YES\n")) == errno.ENOENT
+    await fs.release(info.fh)
+    assert list(store.backend.list("")) == []  # the flag did not bring a store back
+
+
+@pytest.mark.trio
+async def test_out_of_descriptors_is_emfile(populated: Populated) -> None:
+    """EMFILE reaches the client, which can close something and retry; EIO would not say so."""
+    fs = fs_for(populated)
+    file_id = next(iter(populated.files))
+    ino = (await lookup_path(fs, "files", *file_id.split("/"))).st_ino
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    handles = []
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 8, hard))
+        with pytest.raises(pyfuse3.FUSEError) as e:
+            for _ in range(100):
+                handles.append((await fs.open(ino, os.O_RDONLY, CTX)).fh)
+        assert e.value.errno == errno.EMFILE and len(handles) > 0
+    finally:
+        for fh in handles:
+            await fs.release(fh)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    info = await fs.open(ino, os.O_RDONLY, CTX)
+    assert await fs.read(info.fh, 0, 1 << 20) == populated.files[file_id][0]
+    await fs.release(info.fh)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs, unmounted (lazily if busy) afterwards."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    mountpoint = tmp_path / "tmpfs"
+    mountpoint.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)], check=True)
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+@pytest.mark.trio
+async def test_read_only_and_full_stores_keep_their_errno(
+    small_tmpfs: Path, tmp_path: Path
+) -> None:
+    """The kill flag written to a store on a full or read-only file system: ENOSPC, EROFS."""
+    populated = populate(f"local:{small_tmpfs / 'store'}", tmp_path)
+    fs = fs_for(populated)
+    flag = (await lookup_path(fs, "killflag")).st_ino
+
+    async def write_flag() -> int:
+        info = await fs.open(flag, os.O_WRONLY, CTX)
+        try:
+            return await fuse_errno(fs.write(info.fh, 0, b"YES\n"))
+        finally:
+            await fs.release(info.fh)
+
+    filler = small_tmpfs / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    with contextlib.suppress(OSError):
+        while os.write(fd, b"\0" * 4096):
+            pass
+    os.close(fd)
+    assert await write_flag() == errno.ENOSPC
+    filler.unlink()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+    assert await write_flag() == errno.EROFS
+    assert not populated.store.read_kill_flag()

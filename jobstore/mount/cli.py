@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
             return _mount(args)
         if args.command == "fsck":
             return _fsck(args)
+        if args.command == "status":
+            return _status(args)
         return _umount(args)
     except CommandError as e:
         print(f"{PROG} {args.command}: {e}", file=sys.stderr)
@@ -121,6 +123,20 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="SECONDS",
         help="temporaries and uploads older than this are debris (default: a day)",
+    )
+
+    s = commands.add_parser(
+        "status", help="what a run is doing: leader, job states, attempts (no FUSE needed)"
+    )
+    s.add_argument("locator", help="local:<path> or s3:<bucket>[/<prefix>]")
+    s.add_argument("--json", action="store_true", help="print status.json, as the mount shows it")
+    s.add_argument(
+        "--watch",
+        nargs="?",
+        const=2.0,
+        type=float,
+        metavar="SECONDS",
+        help="refresh every SECONDS (default 2) until interrupted",
     )
 
     u = commands.add_parser("umount", help="unmount and wait for the daemon to exit")
@@ -199,15 +215,17 @@ def _serve(args: argparse.Namespace, ready: Callable[[], None] | None) -> int:
     """Open, mount, report readiness, serve; raise CommandError before the mount is ready."""
     from jobstore.mount import daemon as d
     from jobstore.mount.fs import JobStoreFS
+    from jobstore.mount.ours import StoreSource
     from jobstore.mount.view import View
+    from jobstore.store import StoreUnavailable, open_store
 
     try:
-        store = d.open_store(args.locator)
+        store = open_store(args.locator)
         threads = args.threads or max(8, 2 * store.backend.concurrency)
-        fs = JobStoreFS(View(store), timeout=args.timeout, threads=threads)
+        fs = JobStoreFS(View(StoreSource(store)), timeout=args.timeout, threads=threads)
         options = d.fuse_options(store.locator, args.allow_other, args.allow_root, args.debug)
         lock = d.hold_daemon_lock(args.mountpoint)
-    except d.MountError as e:
+    except (d.MountError, StoreUnavailable) as e:
         raise CommandError(str(e)) from None
     try:
         try:
@@ -305,6 +323,32 @@ def _fsck(args: argparse.Namespace) -> int:
         return fsck.run(locator, args.repair, args.debris_age, sys.stdout)
     except fsck.Unusable as e:
         raise CommandError(str(e), code=2) from None
+
+
+# ================================================================ status
+
+
+def _status(args: argparse.Namespace) -> int:
+    from jobstore.run import RunMemo, read_run, render_summary
+    from jobstore.store import StoreUnavailable, open_store
+
+    try:
+        store = open_store(args.locator)
+    except StoreUnavailable as e:
+        raise CommandError(str(e)) from None
+    memo = RunMemo()
+    while True:
+        run = read_run(store, memo)
+        text = run.status_json().decode() if args.json else render_summary(run, store.locator)
+        if args.watch is None:
+            sys.stdout.write(text)
+            return 0
+        sys.stdout.write("\x1b[H\x1b[2J" + text)  # home, clear: a screen that refreshes
+        sys.stdout.flush()
+        try:
+            time.sleep(args.watch)
+        except KeyboardInterrupt:
+            return 0
 
 
 # ================================================================ umount

@@ -24,7 +24,6 @@ from jobstore.mount import FSTYPE, daemon_lock_path, mount_device
 
 if TYPE_CHECKING:
     from jobstore.mount.fs import JobStoreFS
-    from jobstore.store import JobStore
 
 logger = logging.getLogger(__name__)
 
@@ -36,27 +35,6 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 class MountError(Exception):
     """Why a store cannot be mounted, in one line for the user."""
-
-
-def open_store(locator: str) -> JobStore:
-    """A resumed store for ``locator``, or a :class:`MountError` saying why there is none."""
-    from toil.jobStores.abstractJobStore import NoSuchJobStoreException
-
-    from jobstore.locator import InvalidLocator
-    from jobstore.store import JobStore
-
-    try:
-        store = JobStore(locator)
-    except InvalidLocator as e:
-        raise MountError(str(e)) from None
-    try:
-        store.resume()
-    except NoSuchJobStoreException:
-        raise MountError(f"no job store at {store.locator}") from None
-    except Exception as e:
-        logger.debug("resuming %s failed", locator, exc_info=True)
-        raise MountError(f"cannot open {store.locator}: {_one_line(e)}") from None
-    return store
 
 
 def fuse_options(
@@ -184,8 +162,3 @@ async def _stop_on_signal(noted: list[int]) -> None:
 def _stop(signum: int) -> None:
     logger.info("%s: unmounting", signal.Signals(signum).name)
     pyfuse3.terminate()
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

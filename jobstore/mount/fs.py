@@ -7,16 +7,21 @@
 * Every store call blocks, so it runs in a worker thread under a
   :class:`trio.CapacityLimiter`; the trio loop only moves requests around.
 * One error boundary (:func:`_boundary`) wraps every handler: the view's
-  refusals and Toil's "no such" exceptions become their errno, anything
-  unexpected is logged with its traceback and answered ``EIO``, and nothing a
-  request does can end the daemon.
+  refusals and Toil's "no such" exceptions become their errno, system errors
+  (``OSError``) keep theirs (``EMFILE``, ``ENOSPC``, ``EROFS``...), a version
+  replaced under an open handle is ``ESTALE``; anything unexpected is logged
+  with its traceback and answered ``EIO``, and nothing a request does can end
+  the daemon.
 * Extended attributes are not supported (getxattr answers ENOSYS, which the
   kernel remembers): ``ls -l`` asks for ACLs of every entry otherwise.
 * Liveness: entries and attributes are cached by the kernel for ``timeout``
   seconds (about one by default), never negatively. Content that can change
   in place (descriptions, shared files, the kill flag) is served with direct
-  I/O, and a file whose size or time changed since the kernel last saw its
-  attributes is too, so ``cat`` always shows what the store holds now.
+  I/O, so ``cat`` always shows what the store holds now.
+* Whole versions: an open handle reads one stored version (the view's
+  ``open``). Through the page cache, which the kernel sizes by the attributes
+  it holds, that is only safe when the kernel holds that version's
+  attributes and pages: see :meth:`JobStoreFS.open` (docs/SEMANTICS.md).
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ import trio
 from toil.jobStores.abstractJobStore import NoSuchFileException, NoSuchJobException
 
 from jobstore import layout
-from jobstore.backend import NotFound
+from jobstore.backend import NotFound, VersionGone
 from jobstore.mount import view as v
+from jobstore.mount.source import Corrupt, Missing
 
 logger = logging.getLogger(__name__)
 
@@ -51,22 +57,31 @@ BLKSIZE = 1 << 20
 
 _ERRNO: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int], ...] = (
     (
-        (v.NoEntry, NotFound, NoSuchJobException, NoSuchFileException, layout.InvalidName),
+        (v.NoEntry, Missing, NotFound, NoSuchJobException, NoSuchFileException, layout.InvalidName),
         errno.ENOENT,
     ),
     (v.NotADir, errno.ENOTDIR),
     (v.IsADir, errno.EISDIR),
+    (v.NotALink, errno.EINVAL),
     (v.ReadOnly, errno.EROFS),
     (v.BadKillWord, errno.EINVAL),
-    (v.Damaged, errno.EIO),  # logged where it was found, once per object
+    (Corrupt, errno.EIO),  # logged where it was found, once per object
+    (VersionGone, errno.ESTALE),
 )
 
 
 def errno_for(exc: BaseException) -> int | None:
-    """The errno that answers a domain error, or None for an unexpected one."""
+    """The errno that answers an error, or None for an unexpected one.
+
+    A system error keeps its own errno (``EMFILE``, ``ENOSPC``, ``EACCES``, a
+    store's directory gone: ``ENOENT``...): the caller can act on it, where
+    ``EIO`` would only say "something broke".
+    """
     for types, number in _ERRNO:
         if isinstance(exc, types):
             return number
+    if isinstance(exc, OSError) and exc.errno:
+        return exc.errno
     return None
 
 
@@ -95,18 +110,23 @@ def _boundary(
 
 
 class Node:
-    """One inode: a path of the view and how many times the kernel looked it up."""
+    """One inode: a path of the view and how many times the kernel looked it up.
 
-    __slots__ = ("cached", "ino", "lookups", "path", "told")
+    For files, what the kernel's page cache holds: the version its pages may be
+    of (``cached``), and while handles read through it (``paged`` of them),
+    the attributes of that version (``pinned``), the only ones the kernel is
+    told meanwhile: it sizes page-cache reads by them.
+    """
+
+    __slots__ = ("cached", "ino", "lookups", "paged", "path", "pinned")
 
     def __init__(self, ino: int, path: v.Path) -> None:
         self.ino = ino
         self.path = path
         self.lookups = 0
-        # For files: the (size, mtime) the kernel was last told (it caches them), and
-        # the (size, mtime) of the content whose pages the kernel may have cached.
-        self.told: tuple[int, int] | None = None
-        self.cached: tuple[int, int] | None = None
+        self.cached: str | None = None
+        self.paged = 0
+        self.pinned: v.Attr | None = None
 
 
 class InodeTable:
@@ -157,6 +177,8 @@ class InodeTable:
 class FileHandle:
     node: Node
     content: v.Content
+    #: Read through the page cache (counted in ``node.paged``), not with direct I/O.
+    paged: bool = False
     lock: trio.Lock = field(default_factory=trio.Lock)
 
 
@@ -204,20 +226,32 @@ class JobStoreFS(pyfuse3.Operations):
         self._limiter = trio.CapacityLimiter(threads)
         self._handles: dict[int, Handle] = {}
         self._next_fh = 1
+        #: Whether a kernel is at the other end (not so for handlers awaited directly).
+        self._mounted = False
+
+    def init(self) -> None:
+        """The kernel started the session: from now on it can be told to drop attributes."""
+        self._mounted = True
 
     async def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a blocking view call in a worker thread."""
+        # Abandoned when the mount stops: a call still running (a snapshot of a big
+        # run, a stalled request) must not hold up the unmount; only reads run here,
+        # and the kill flag's one write completes or not, as it would anyway.
         return await trio.to_thread.run_sync(
-            functools.partial(fn, *args, **kwargs), limiter=self._limiter
+            functools.partial(fn, *args, **kwargs), limiter=self._limiter, abandon_on_cancel=True
         )
 
     def _entry(self, node: Node, attr: v.Attr) -> pyfuse3.EntryAttributes:
+        if node.pinned is not None and not attr.is_dir:
+            attr = node.pinned  # handles read this version through the page cache
         entry = pyfuse3.EntryAttributes()
         entry.st_ino = node.ino
         entry.generation = 0
         entry.entry_timeout = self.timeout
         entry.attr_timeout = self.timeout
-        entry.st_mode = (stat.S_IFDIR if attr.is_dir else stat.S_IFREG) | attr.mode
+        kind = stat.S_IFDIR if attr.is_dir else stat.S_IFLNK if attr.is_link else stat.S_IFREG
+        entry.st_mode = kind | attr.mode
         entry.st_nlink = 2 if attr.is_dir else 1
         entry.st_uid = self.uid
         entry.st_gid = self.gid
@@ -226,8 +260,6 @@ class JobStoreFS(pyfuse3.Operations):
         entry.st_blksize = BLKSIZE
         entry.st_blocks = (attr.size + 511) // 512
         entry.st_atime_ns = entry.st_mtime_ns = entry.st_ctime_ns = attr.mtime_ns
-        if not attr.is_dir:
-            node.told = (attr.size, attr.mtime_ns)
         return entry
 
     def _add_handle(self, handle: Handle) -> int:
@@ -271,7 +303,14 @@ class JobStoreFS(pyfuse3.Operations):
     @_boundary
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         node = self.inodes.node(inode)
+        if node.pinned is not None:  # no request: only these attributes may be told now
+            return self._entry(node, node.pinned)
         return self._entry(node, await self._call(self.view.getattr, node.path))
+
+    @_boundary
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        node = self.inodes.node(inode)
+        return os.fsencode(await self._call(self.view.readlink, node.path))
 
     @_boundary
     async def setattr(
@@ -333,20 +372,29 @@ class JobStoreFS(pyfuse3.Operations):
         writing = flags & os.O_ACCMODE != os.O_RDONLY
         if node.path == v.KILLFLAG and writing:
             # Truncation needs no action: only a written word changes the flag.
-            handle = KillFlagHandle(append=bool(flags & os.O_APPEND))
-            return pyfuse3.FileInfo(fh=self._add_handle(handle), direct_io=True)
+            flag = KillFlagHandle(append=bool(flags & os.O_APPEND))
+            return pyfuse3.FileInfo(fh=self._add_handle(flag), direct_io=True)
         if writing or flags & os.O_TRUNC:
             raise v.ReadOnly(node.path)
         attr, content = await self._call(self.view.open, node.path)
-        fh = self._add_handle(FileHandle(node, content))
-        version = (attr.size, attr.mtime_ns)
-        # The kernel sizes cached reads by the size it was told: if that is out of
-        # date, read past the page cache so that the new content is not cut short.
-        if attr.live or version != node.told:
+        handle = FileHandle(node, content)
+        fh = self._add_handle(handle)
+        # Content that changes in place, or a version other than the one whose pages
+        # open handles are reading: past the page cache, sized by what we return.
+        if attr.live or (node.pinned is not None and node.pinned.version != attr.version):
             return pyfuse3.FileInfo(fh=fh, direct_io=True)
-        # Pages cached for this very version may be kept; any others are dropped.
-        keep = node.cached == version
-        node.cached = version
+        # Through the page cache, which the kernel sizes by the attributes it holds:
+        # they must be this version's until the last such handle is released. From
+        # now on only these are told (_entry); the kernel drops what it holds (any
+        # reply computed before is ignored after this notice), and asks again
+        # before its next read. Pages of another version are dropped at this open.
+        handle.paged = True
+        node.paged += 1
+        node.pinned = attr
+        if self._mounted:
+            pyfuse3.invalidate_inode(node.ino, attr_only=True)
+        keep = node.cached == attr.version
+        node.cached = attr.version
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
 
     @_boundary
@@ -380,6 +428,10 @@ class JobStoreFS(pyfuse3.Operations):
     async def release(self, fh: int) -> None:
         handle = self._handles.pop(fh, None)
         if isinstance(handle, FileHandle):
+            if handle.paged:
+                handle.node.paged -= 1
+                if not handle.node.paged:
+                    handle.node.pinned = None
             await self._call(handle.content.close)
 
     @_boundary

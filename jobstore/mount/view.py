@@ -1,28 +1,33 @@
-"""The FUSE view's file system, as plain synchronous code over a :class:`JobStore`.
+"""The FUSE view's file system: paths resolved to nodes, over any :class:`Source`.
 
-Everything here is a store query that maps a path to what the tree shows; none
-of it knows about FUSE, inodes or trio, so it is tested directly and the FUSE
-layer (:mod:`jobstore.mount.fs`) only adds inodes, handles, threads and errno. Each call
-may block on storage: callers run it in a worker thread.
+Everything here maps a path to what the tree shows; none of it knows about
+FUSE, inodes or trio, so it is tested directly and the FUSE layer
+(:mod:`jobstore.mount.fs`) only adds inodes, handles, threads and errno. Each
+call may block on storage: callers run it in a worker thread.
 
-The tree (SPEC "The FUSE view")::
+A path is resolved once, from the root down, into a :class:`Node` that knows
+its attributes, how to open it and how to list it: the shape of the tree is
+the node classes below and nothing else. What lies behind a node comes from a
+:class:`~jobstore.mount.source.Source` (our stores, or Toil's own), so the
+view never sees a store's key layout. The tree (SPEC "The FUSE view" and
+"The run view")::
 
-    jobs/<job-id>/{description.json,description.pickle,log}
-    files/<file-id>          (an ID with '/' in it is a path of directories)
+    status.json  graph.dot  trace.tsv       the run, generated (see jobstore.run)
+    by-state/<state>/<job>                  links to ../../jobs/<job>
+    jobs/<job>/description.json             the stored description as JSON
+    jobs/<job>/description.pickle           the bytes Toil stored
+    jobs/<job>/log                          the job's failure log, when it has one
+    jobs/<job>/state                        one state word
+    jobs/<job>/attempts/<n>.json            one per attempt
+    files/<file-id>                         (an ID with '/' in it is a path of directories)
     shared/<name>
     logs/<entry>
     killflag
 
-Nothing is cached across calls except rendered ``description.json`` documents,
-keyed by the digest of the stored pickle, so every answer reflects what the
-store holds now.
-
-Damage (see :mod:`jobstore.layout`): stray keys under ``jobs/``, ``shared/``
-and ``logs/`` are left out of listings and lookups with a warning naming the
-key, as are names no directory entry can have (empty, ``.``, ``..``, too long)
-and, on S3, a directory that shares its name with a file. ``files/`` shows
-every other key, stray or not: it is a plain tree of keys. A corrupt job's
-``description.pickle`` still reads; what needs it unpickled answers ``EIO``.
+Stored objects are read one version each (docs/SEMANTICS.md). Generated
+files come from one snapshot of the run (:class:`RunCache`): the size and
+the content of one open are those of one snapshot. Rendered
+``description.json`` documents are cached by the stored description's version.
 """
 
 from __future__ import annotations
@@ -37,32 +42,25 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from toil.jobStores.abstractJobStore import NoSuchJobException
-
-from jobstore import layout
-from jobstore.backend import DirEntry as BackendEntry
-from jobstore.backend import NotFound, ObjectInfo
-from jobstore.store import CorruptJobError, warn_once, warn_stray
+from jobstore.mount.source import Corrupt, Kind, Missing, Source
+from jobstore.run import STATES, JobSummary, RunMemo
 
 if TYPE_CHECKING:
     from toil.job import JobDescription
 
-    from jobstore.store import JobStore
+    from jobstore.backend import ObjectInfo
+    from jobstore.run import Run
 
 Path = tuple[str, ...]
 
-ROOT_ENTRIES = ("files", "jobs", "killflag", "logs", "shared")
-TOP_DIRS = frozenset(("files", "jobs", "logs", "shared"))
 KILLFLAG = ("killflag",)
-DESCRIPTION_JSON = "description.json"
-DESCRIPTION_PICKLE = "description.pickle"
-JOB_LOG = "log"
 
 DIR_MODE = 0o555
 FILE_MODE = 0o444
 EXEC_MODE = 0o555
+LINK_MODE = 0o777
 KILLFLAG_MODE = 0o644
 
 #: Whitespace a kill flag word may carry after it (``echo`` adds a newline).
@@ -93,12 +91,12 @@ class ReadOnly(ViewError):
     """A change to anything but the kill flag."""
 
 
+class NotALink(ViewError):
+    """``readlink`` of something that is not a link."""
+
+
 class BadKillWord(ViewError):
     """The kill flag was given something other than ``YES`` or ``NO``."""
-
-
-class Damaged(ViewError):
-    """The stored object is corrupt (the warning naming it was logged)."""
 
 
 # ============================================================= attributes
@@ -113,9 +111,15 @@ class Attr:
     mode: int
     size: int
     mtime_ns: int
+    #: The stored version shown (:attr:`ObjectInfo.version`): equal for two looks at one
+    #: version, different for two writes, whatever their sizes and times.
+    version: str = ""
     #: The content may change while a reader has the file open or cached
-    #: (descriptions, shared files, the kill flag): serve it without the page cache.
+    #: (descriptions, shared files, the kill flag, generated files): serve it
+    #: without the page cache.
     live: bool = False
+    #: A symbolic link (``is_dir`` False); its target comes from :meth:`View.readlink`.
+    is_link: bool = False
 
 
 def parse_kill_word(data: bytes) -> bool | None:
@@ -147,23 +151,33 @@ class BytesContent:
         pass
 
 
+#: Opens one version of a stored object from an offset: ``opener(start, version)``.
+Opener = Callable[
+    [int, "str | None"], contextlib.AbstractContextManager[tuple["ObjectInfo", BinaryIO]]
+]
+
+
 class StreamContent:
-    """A stored object read through the backend's stream, kept open between reads.
+    """One version of a stored object, read through a stream kept open between reads.
+
+    ``info`` is that version's (from the same read as the bytes), and every
+    read returns bytes of that version or fails with
+    :class:`~jobstore.backend.VersionGone`, never bytes of another.
 
     A stream over a real file is read with ``pread``: no shared position, so
     the kernel's concurrent read-ahead requests run side by side. Other streams
     (S3 bodies) only go forward: sequential reads (the common case) continue
-    them, a jump forward skips, a jump back reopens; the caller runs one read
-    of such a stream at a time (``concurrent`` is False).
+    them, a jump forward skips, a jump back reopens the same version there; the
+    caller runs one read of such a stream at a time (``concurrent`` is False).
     """
 
     _SKIP_CHUNK = 1 << 20
 
-    def __init__(self, opener: Callable[[], contextlib.AbstractContextManager[BinaryIO]]) -> None:
+    def __init__(self, opener: Opener) -> None:
         self._opener = opener
         self._stack = contextlib.ExitStack()
-        self._stream: BinaryIO = self._open()
         self._pos = 0
+        self.info, self._stream = self._open(0, None)
         self._fd: int | None = None
         with contextlib.suppress(OSError, ValueError, AttributeError):
             fd = self._stream.fileno()
@@ -174,12 +188,12 @@ class StreamContent:
     def concurrent(self) -> bool:
         return self._fd is not None
 
-    def _open(self) -> BinaryIO:
+    def _open(self, start: int, version: str | None) -> tuple[ObjectInfo, BinaryIO]:
         self._stack.close()
         self._stack = contextlib.ExitStack()
-        self._pos = 0
-        stream: BinaryIO = self._stack.enter_context(self._opener())
-        return stream
+        info, stream = self._stack.enter_context(self._opener(start, version))
+        self._pos = start
+        return info, stream
 
     def read(self, offset: int, size: int) -> bytes:
         if self._fd is not None:
@@ -200,7 +214,7 @@ class StreamContent:
 
     def _move_to(self, offset: int) -> None:
         if offset < self._pos:
-            self._stream = self._open()
+            _, self._stream = self._open(offset, self.info.version)
         while self._pos < offset:
             skipped = len(self._stream.read(min(self._SKIP_CHUNK, offset - self._pos)))
             if not skipped:
@@ -225,9 +239,9 @@ class DirEntry:
 class Listing(Protocol):
     """One directory's contents as a stream of entries, segment by segment.
 
-    A segment is a part of the directory that is listed as a whole: one
-    ``jobs/<shard>/`` directory of the store for ``jobs/``, the whole directory
-    for the others.
+    A segment is a part of the directory that is listed as a whole: one of a
+    source's job segments for ``jobs/`` (a shard of our layout), the whole
+    directory for the others.
     """
 
     #: Bits of an entry's position that hold its name's hash (the rest: its segment).
@@ -333,211 +347,542 @@ class DirReader:
         return True
 
 
-# ================================================================= the view
+# ================================================================ the run
+
+
+class RunCache:
+    """One snapshot of the run, shared by every generated file, and what is rendered of it.
+
+    A snapshot reads every job description (and the ledger), so on a large
+    store it takes a while: a new one is taken when the last is older than
+    :attr:`MIN_AGE` seconds or three times what the last one took, whichever
+    is longer, so that a busy reader never spends most of its time snapshotting.
+    """
+
+    MIN_AGE = 1.0
+
+    def __init__(self, source: Source) -> None:
+        self._source = source
+        self._lock = threading.Lock()
+        self._run: Run | None = None
+        self._taken = 0.0
+        self._cost = 0.0
+        self._memo = RunMemo()
+        self._rendered: dict[str, bytes] = {}
+
+    def get(self, knowing: str | None = None) -> Run:
+        """The current snapshot; a new one when it is old, or does not know job ``knowing``
+        and is older than :attr:`MIN_AGE` (a job that appeared since)."""
+        with self._lock:
+            age = time.monotonic() - self._taken
+            run = self._run
+            if (
+                run is None
+                or age > max(self.MIN_AGE, 3 * self._cost)
+                or (knowing is not None and knowing not in run.jobs and age > self.MIN_AGE)
+            ):
+                started = time.monotonic()
+                run = self._run = self._source.read_run(self._memo)
+                self._taken = time.monotonic()
+                self._cost = self._taken - started
+                self._rendered = {}
+            return run
+
+    def summary(self, job_id: str, version: str) -> JobSummary | None:
+        """What the last snapshot knew of that version of a job, if it saw it."""
+        with self._lock:
+            return self._memo.jobs.get((job_id, version))
+
+    def rendered(self, name: str, render: Callable[[Run], bytes]) -> tuple[Run, bytes]:
+        """A rendering of the current snapshot, made once per snapshot."""
+        run = self.get()
+        with self._lock:
+            if self._run is run and name in self._rendered:
+                return run, self._rendered[name]
+        data = render(run)
+        with self._lock:
+            if self._run is run:
+                self._rendered[name] = data
+        return run, data
+
+
+# ================================================================== nodes
+
+
+class Node:
+    """One path of the tree, resolved: what it shows and what can be done with it."""
+
+    def __init__(self, view: View, path: Path) -> None:
+        self.view = view
+        self.path = path
+
+    def attr(self) -> Attr:
+        raise NotImplementedError
+
+    def child(self, name: str) -> Node:
+        raise NoEntry((*self.path, name))  # nothing lies below a file
+
+    def listing(self) -> Listing:
+        raise NotADir(self.path)
+
+    def open(self) -> tuple[Attr, Content]:
+        raise NotImplementedError
+
+    def readlink(self) -> str:
+        raise NotALink(self.path)
+
+
+class Dir(Node):
+    """A directory: shown with the mount's time (listings do not ask the store for times)."""
+
+    def attr(self) -> Attr:
+        return Attr(True, DIR_MODE, 0, self.view.mount_time_ns)
+
+    def open(self) -> tuple[Attr, Content]:
+        raise IsADir(self.path)
+
+
+class FixedDir(Dir):
+    """A directory whose names are known up front (or from one look at the store)."""
+
+    def names(self) -> list[str]:
+        raise NotImplementedError
+
+    def listing(self) -> Listing:
+        return _FixedListing(self)
+
+
+class Generated(Node):
+    """A small file rendered from the run's snapshot; its size is that rendering's.
+
+    Served past the page cache (``live``): its next open may show another snapshot.
+    """
+
+    def render(self, run: Run) -> bytes:
+        raise NotImplementedError
+
+    def _attr(self, run: Run, data: bytes) -> Attr:
+        mtime = run.updated_ns or self.view.mount_time_ns
+        return Attr(False, FILE_MODE, len(data), mtime, live=True)
+
+    def attr(self) -> Attr:
+        return self._attr(*self._rendered())
+
+    def open(self) -> tuple[Attr, Content]:
+        run, data = self._rendered()
+        return self._attr(run, data), BytesContent(data)
+
+    def _rendered(self) -> tuple[Run, bytes]:
+        run = self.view.runs.get()
+        return run, self.render(run)
+
+
+class RunFile(Generated):
+    """``status.json``, ``graph.dot``, ``trace.tsv``: the whole run, rendered once per snapshot."""
+
+    RENDERINGS: dict[str, Callable[[Run], bytes]] = {
+        "status.json": lambda run: run.status_json(),
+        "graph.dot": lambda run: run.graph_dot(),
+        "trace.tsv": lambda run: run.trace_tsv(),
+    }
+
+    def _rendered(self) -> tuple[Run, bytes]:
+        name = self.path[-1]
+        return self.view.runs.rendered(name, self.RENDERINGS[name])
+
+
+class Link(Node):
+    """A symbolic link to another path of the tree."""
+
+    def __init__(self, view: View, path: Path, target: str) -> None:
+        super().__init__(view, path)
+        self.target = target
+
+    def attr(self) -> Attr:
+        size = len(self.target.encode())
+        return Attr(False, LINK_MODE, size, self.view.mount_time_ns, is_link=True)
+
+    def readlink(self) -> str:
+        return self.target
+
+
+class KillFlag(Node):
+    """``killflag``: ``YES`` or ``NO``, and the one file that takes writes."""
+
+    def attr(self) -> Attr:
+        return self._attr(self.view.kill_flag())
+
+    def _attr(self, data: bytes) -> Attr:
+        now = self.view.mount_time_ns
+        return Attr(False, KILLFLAG_MODE, len(data), now, version=data.decode(), live=True)
+
+    def open(self) -> tuple[Attr, Content]:
+        data = self.view.kill_flag()
+        return self._attr(data), BytesContent(data)
+
+
+class Root(FixedDir):
+    def names(self) -> list[str]:
+        return sorted(self.CHILDREN)
+
+    def child(self, name: str) -> Node:
+        make = self.CHILDREN.get(name)
+        if make is None:
+            raise NoEntry((*self.path, name))
+        return make(self.view, (*self.path, name))
+
+    CHILDREN: dict[str, Callable[[View, Path], Node]] = {
+        "status.json": RunFile,
+        "graph.dot": RunFile,
+        "trace.tsv": RunFile,
+        "killflag": KillFlag,
+        "by-state": lambda view, path: ByState(view, path),
+        "jobs": lambda view, path: JobsDir(view, path),
+        "files": lambda view, path: TreeDir(view, path, Kind.FILES, ()),
+        "shared": lambda view, path: TreeDir(view, path, Kind.SHARED, ()),
+        "logs": lambda view, path: TreeDir(view, path, Kind.LOGS, ()),
+    }
+
+
+# ------------------------------------------------------------- by-state
+
+
+class ByState(FixedDir):
+    def names(self) -> list[str]:
+        return list(STATES)
+
+    def child(self, name: str) -> Node:
+        if name not in STATES:
+            raise NoEntry((*self.path, name))
+        return StateDir(self.view, (*self.path, name))
+
+
+class StateDir(Dir):
+    """``by-state/<state>/``: a link to ``../../jobs/<job>`` for every job in that state."""
+
+    def listing(self) -> Listing:
+        run = self.view.runs.get()
+        names = [self.view.source.job_name(j) for j in run.by_state(self.path[-1])]
+        return _NamesListing(self, names)
+
+    def child(self, name: str) -> Node:
+        job_id = _job_id(self.view.source, name, self.path)
+        run = self.view.runs.get(knowing=job_id)
+        job = run.jobs.get(job_id)
+        if job is None or job.state != self.path[-1]:
+            raise NoEntry((*self.path, name))
+        return Link(self.view, (*self.path, name), f"../../jobs/{name}")
+
+
+# ------------------------------------------------------------------ jobs
+
+
+class JobsDir(Dir):
+    def listing(self) -> Listing:
+        return _JobsListing(self)
+
+    def child(self, name: str) -> Node:
+        path = (*self.path, name)
+        job_id = _job_id(self.view.source, name, path)
+        try:
+            info = self.view.source.job_info(job_id)
+        except Missing:
+            raise NoEntry(path) from None
+        return JobDir(self.view, path, job_id, info)
+
+
+class JobDir(FixedDir):
+    """``jobs/<job>/``: the stored description two ways, its log, its state, its attempts."""
+
+    def __init__(self, view: View, path: Path, job_id: str, info: ObjectInfo) -> None:
+        super().__init__(view, path)
+        self.job_id = job_id
+        self.info = info
+
+    def names(self) -> list[str]:
+        names = ["attempts", "description.json", "description.pickle", "state"]
+        with contextlib.suppress(Corrupt):  # a corrupt job is listed, without a log
+            if self.view.log_id(self.job_id, self.info) is not None:
+                names.append("log")
+        return sorted(names)
+
+    def child(self, name: str) -> Node:
+        path = (*self.path, name)
+        if name == "description.json":
+            return DescriptionJson(self.view, path, self.job_id, self.info)
+        if name == "description.pickle":
+            return DescriptionPickle(self.view, path, self.job_id, self.info)
+        if name == "state":
+            return StateFile(self.view, path, self.job_id)
+        if name == "attempts":
+            return AttemptsDir(self.view, path, self.job_id)
+        if name == "log":
+            log_id = self.view.log_id(self.job_id, self.info)
+            if log_id is not None:
+                source = self.view.source
+                return TreeFile(self.view, path, Kind.FILES, source.file_path(log_id), live=True)
+        raise NoEntry(path)
+
+
+class DescriptionPickle(Node):
+    """The description's bytes as stored; opened as one version."""
+
+    def __init__(self, view: View, path: Path, job_id: str, info: ObjectInfo) -> None:
+        super().__init__(view, path)
+        self.job_id = job_id
+        self.info = info
+
+    def attr(self) -> Attr:
+        return _file_attr(self.info, live=True)
+
+    def open(self) -> tuple[Attr, Content]:
+        try:
+            info, data = self.view.source.job_bytes(self.job_id)
+        except Missing:
+            raise NoEntry(self.path) from None
+        return _file_attr(info, live=True), BytesContent(data)
+
+
+class DescriptionJson(Node):
+    """The description rendered as JSON; size, time and content from one stored version.
+
+    Its attributes are those of the version the job's lookup saw (rendered
+    once per version); an open reads the version stored now.
+    """
+
+    def __init__(self, view: View, path: Path, job_id: str, info: ObjectInfo) -> None:
+        super().__init__(view, path)
+        self.job_id = job_id
+        self.info = info
+
+    def attr(self) -> Attr:
+        return self._attr(self.view.described(self.job_id, self.info))
+
+    def open(self) -> tuple[Attr, Content]:
+        described = self.view.described(self.job_id)
+        return self._attr(described), BytesContent(described.json)
+
+    def _attr(self, d: Described) -> Attr:
+        return Attr(
+            False, FILE_MODE, len(d.json), int(d.info.mtime * 1e9), d.info.version, live=True
+        )
+
+
+class StateFile(Generated):
+    """``jobs/<job>/state``: the job's state word, from the run's snapshot."""
+
+    def __init__(self, view: View, path: Path, job_id: str) -> None:
+        super().__init__(view, path)
+        self.job_id = job_id
+
+    def _rendered(self) -> tuple[Run, bytes]:
+        run = self.view.runs.get(knowing=self.job_id)
+        job = run.jobs.get(self.job_id)
+        if job is None:  # gone since, or newer than any snapshot yet
+            raise NoEntry(self.path)
+        return run, job.state.encode() + b"\n"
+
+
+class AttemptsDir(Dir):
+    """``jobs/<job>/attempts/``: ``<n>.json`` for every attempt the ledger knows of."""
+
+    def __init__(self, view: View, path: Path, job_id: str) -> None:
+        super().__init__(view, path)
+        self.job_id = job_id
+
+    def listing(self) -> Listing:
+        job = self.view.runs.get(knowing=self.job_id).jobs.get(self.job_id)
+        names = [f"{a.number}.json" for a in job.attempts] if job is not None else []
+        return _NamesListing(self, names)
+
+    def child(self, name: str) -> Node:
+        number, dot, suffix = name.partition(".")
+        if dot and suffix == "json" and number.isdigit() and not number.startswith("0"):
+            return AttemptFile(self.view, (*self.path, name), self.job_id, int(number))
+        raise NoEntry((*self.path, name))
+
+
+class AttemptFile(Generated):
+    def __init__(self, view: View, path: Path, job_id: str, number: int) -> None:
+        super().__init__(view, path)
+        self.job_id = job_id
+        self.number = number
+
+    def _rendered(self) -> tuple[Run, bytes]:
+        run = self.view.runs.get(knowing=self.job_id)
+        job = run.jobs.get(self.job_id)
+        if job is None or not 0 < self.number <= len(job.attempts):
+            raise NoEntry(self.path)
+        doc = job.attempts[self.number - 1].to_json()
+        return run, (json.dumps(doc, indent=2) + "\n").encode()
+
+
+# -------------------------------------------------- files, shared, logs
+
+
+class TreeDir(Dir):
+    """A directory of stored objects: ``files/...``, ``shared/``, ``logs/``."""
+
+    def __init__(self, view: View, path: Path, kind: Kind, rel: Path) -> None:
+        super().__init__(view, path)
+        self.kind = kind
+        self.rel = rel
+
+    def listing(self) -> Listing:
+        return _TreeListing(self)
+
+    def child(self, name: str) -> Node:
+        rel = (*self.rel, name)
+        path = (*self.path, name)
+        try:
+            info = self.view.source.stat(self.kind, rel)
+        except Missing:
+            raise NoEntry(path) from None
+        if info is None:
+            return TreeDir(self.view, path, self.kind, rel)
+        return TreeFile(self.view, path, self.kind, rel, info, live=self.kind is Kind.SHARED)
+
+
+class TreeFile(Node):
+    """A stored object; an open reads one version of it."""
+
+    def __init__(
+        self,
+        view: View,
+        path: Path,
+        kind: Kind,
+        rel: Path,
+        info: ObjectInfo | None = None,
+        live: bool = False,
+    ) -> None:
+        super().__init__(view, path)
+        self.kind = kind
+        self.rel = rel
+        self.info = info
+        self.live = live
+
+    def attr(self) -> Attr:
+        info = self.info
+        if info is None:
+            try:
+                info = self.view.source.stat(self.kind, self.rel)
+            except Missing:
+                raise NoEntry(self.path) from None
+            if info is None:
+                raise NoEntry(self.path)  # a directory where a job's log should be
+        return _file_attr(info, self.live)
+
+    def open(self) -> tuple[Attr, Content]:
+        source, kind, rel = self.view.source, self.kind, self.rel
+        try:
+            content = StreamContent(lambda start, version: source.open(kind, rel, start, version))
+        except Missing:
+            raise NoEntry(self.path) from None
+        return _file_attr(content.info, self.live), content
+
+
+# ================================================================ the view
+
+
+@dataclass(frozen=True, slots=True)
+class Described:
+    """What the view keeps of one stored version of a job description."""
+
+    info: ObjectInfo
+    json: bytes
+    log_id: str | None
 
 
 class View:
-    """Paths of the mounted tree, answered from a resumed :class:`JobStore`."""
+    """Paths of the mounted tree, answered from a :class:`Source`."""
 
-    #: How many rendered descriptions to keep (re-rendering means unpickling).
-    JSON_CACHE_SIZE = 256
+    #: How many rendered descriptions to keep (re-rendering means reading and unpickling).
+    DESCRIBED_CACHE_SIZE = 4096
 
-    def __init__(self, store: JobStore) -> None:
-        self.store = store
-        self.backend = store.backend
+    def __init__(self, source: Source) -> None:
+        self.source = source
         self.mount_time_ns = time.time_ns()
-        self._json_cache: OrderedDict[bytes, bytes] = OrderedDict()
-        self._json_lock = threading.Lock()
+        self.runs = RunCache(source)
+        self._described: OrderedDict[tuple[str, str], Described] = OrderedDict()
+        self._lock = threading.Lock()
 
-    # -------------------------------------------------------------- getattr
+    def resolve(self, path: Path) -> Node:
+        """The node at ``path``, resolved from the root down (NoEntry where nothing is)."""
+        node: Node = Root(self, ())
+        for name in path:
+            node = node.child(name)
+        return node
 
     def getattr(self, path: Path) -> Attr:
-        if not path:
-            return self._dir()
-        top, rest = path[0], path[1:]
-        if path == KILLFLAG:
-            return Attr(False, KILLFLAG_MODE, len(self.kill_flag()), self.mount_time_ns, True)
-        if top not in TOP_DIRS:
-            raise NoEntry(path)
-        if not rest:
-            return self._dir()
-        if top == "jobs":
-            return self._job_attr(rest)
-        if top == "shared":
-            if len(rest) != 1:
-                raise NoEntry(path)
-            return self._object_attr(_checked(layout.shared_key, rest[0]), live=True)
-        if top == "logs":
-            if len(rest) != 1 or not layout.is_log_name(rest[0]):
-                raise NoEntry(path)
-            return self._object_attr(layout.LOGS + rest[0])
-        return self._files_attr(rest)
-
-    def _dir(self) -> Attr:
-        return Attr(True, DIR_MODE, 0, self.mount_time_ns)
-
-    def _object_attr(self, key: str, live: bool = False) -> Attr:
-        try:
-            info = self.backend.stat(key)
-        except NotFound:
-            raise NoEntry(key) from None
-        return _file_attr(info, live)
-
-    def _files_attr(self, rest: Path) -> Attr:
-        key = _checked(layout.file_key, "/".join(rest))
-        try:
-            return _file_attr(self.backend.stat(key))
-        except NotFound:
-            pass
-        # No object: a directory when some file ID continues below it.
-        if next(iter(self.backend.listdir(key + "/")), None) is None:
-            raise NoEntry(key)
-        return self._dir()
-
-    def _job_info(self, job_id: str) -> ObjectInfo:
-        key = _checked(layout.job_key, job_id)
-        try:
-            return self.backend.stat(key)
-        except NotFound:
-            raise NoEntry(key) from None
-
-    def _job_attr(self, rest: Path) -> Attr:
-        if len(rest) > 2:
-            raise NoEntry(rest)
-        job_id = rest[0]
-        info = self._job_info(job_id)
-        if len(rest) == 1:
-            # The mount's time, as in listings (which do not stat each job); the job's
-            # own time is on its description files.
-            return self._dir()
-        name = rest[1]
-        if name == DESCRIPTION_PICKLE:
-            return _file_attr(info, live=True)
-        if name == DESCRIPTION_JSON:
-            return _json_attr(self._description_json(job_id), info)
-        if name == JOB_LOG:
-            log_id = self._job_log_id(job_id)
-            return self._object_attr(layout.file_key(log_id), live=True)
-        raise NoEntry(rest)
-
-    # ------------------------------------------------------------- listing
+        return self.resolve(path).attr()
 
     def listing(self, path: Path) -> Listing:
         """The listing of the directory at ``path`` (NotADir for a file, NoEntry when missing)."""
-        if not self.getattr(path).is_dir:
-            raise NotADir(path)
-        if not path:
-            return _FixedListing(self, path, [(n, n in TOP_DIRS) for n in ROOT_ENTRIES])
-        if path == ("jobs",):
-            return _JobsListing(self)
-        if path[0] == "jobs":
-            names = [DESCRIPTION_JSON, DESCRIPTION_PICKLE]
-            if self._job_log_id(path[1], missing_ok=True) is not None:
-                names.append(JOB_LOG)
-            return _FixedListing(self, path, [(n, False) for n in names])
-        if path[0] == "files":
-            return _BackendListing(self, path, layout.FILES + "".join(p + "/" for p in path[1:]))
-        prefix = layout.SHARED if path[0] == "shared" else layout.LOGS
-        return _BackendListing(self, path, prefix, _valid_name(prefix))
-
-    # ---------------------------------------------------------------- open
+        return self.resolve(path).listing()
 
     def open(self, path: Path) -> tuple[Attr, Content]:
-        """The attributes and content of the file at ``path`` as they are now."""
-        if len(path) == 3 and path[0] == "jobs" and path[2] == DESCRIPTION_JSON:
-            # One stat of the stored job serves both (each is a request on S3).
-            info = self._job_info(path[1])
-            data = self._description_json(path[1])
-            return _json_attr(data, info), BytesContent(data)
-        attr = self.getattr(path)
-        if attr.is_dir:
-            raise IsADir(path)
-        return attr, self._content(path)
+        """One version of the file at ``path``: its attributes and its content, from one read."""
+        return self.resolve(path).open()
 
-    def _content(self, path: Path) -> Content:
-        if path == KILLFLAG:
-            return BytesContent(self.kill_flag())
-        top, rest = path[0], path[1:]
-        if top == "jobs":
-            job_id, name = rest
-            if name == DESCRIPTION_PICKLE:
-                return BytesContent(self._job_bytes(job_id))
-            return self._stream(layout.file_key(self._job_log_id(job_id)))
-        if top == "shared":
-            return self._stream(layout.shared_key(rest[0]))
-        if top == "logs":
-            return self._stream(layout.LOGS + rest[0])
-        return self._stream(layout.file_key("/".join(rest)))
-
-    def _stream(self, key: str) -> StreamContent:
-        try:
-            return StreamContent(lambda: self.backend.reader(key))
-        except NotFound:
-            raise NoEntry(key) from None
+    def readlink(self, path: Path) -> str:
+        return self.resolve(path).readlink()
 
     # ------------------------------------------------------------ killflag
 
     def kill_flag(self) -> bytes:
-        return b"YES\n" if self.store.read_kill_flag() else b"NO\n"
+        return b"YES\n" if self.source.kill_flag() else b"NO\n"
 
     def set_kill_flag(self, data: bytes) -> None:
         """Act on a word written to ``killflag``: ``YES`` kills the run, ``NO`` clears the flag."""
         kill = parse_kill_word(data)
         if kill is None:
             raise BadKillWord(data[:20])
-        self.store.write_kill_flag(kill=kill)
+        try:
+            self.source.set_kill_flag(kill)
+        except Missing:
+            raise NoEntry(KILLFLAG) from None
 
     # ---------------------------------------------------------------- jobs
 
-    def _job_bytes(self, job_id: str) -> bytes:
-        try:
-            return self.store.load_job_bytes(job_id)
-        except NoSuchJobException:
-            raise NoEntry(job_id) from None
+    def log_id(self, job_id: str, info: ObjectInfo) -> str | None:
+        """The file ID of the job's log in version ``info``, unpickling only when no
+        snapshot of the run has seen that version."""
+        summary = self.runs.summary(job_id, info.version)
+        if summary is not None:
+            return summary.log_id
+        return self.described(job_id, info).log_id
 
-    def _load_job(self, job_id: str) -> JobDescription:
-        try:
-            return self.store.load_job(job_id)
-        except NoSuchJobException:
-            raise NoEntry(job_id) from None
-        except CorruptJobError as e:
-            raise _damaged(self.store.locator, e) from None
+    def described(self, job_id: str, info: ObjectInfo | None = None) -> Described:
+        """The job's description as stored now (or in the version ``info`` names).
 
-    def _job_log_id(self, job_id: str, missing_ok: bool = False) -> Any:
-        """The job's log file ID; with ``missing_ok``, None also for a corrupt job."""
-        try:
-            log_id = self._load_job(job_id).logJobStoreFileID
-        except Damaged:
-            if missing_ok:
-                return None
-            raise
-        if log_id is None and not missing_ok:
-            raise NoEntry((job_id, JOB_LOG))
-        return log_id
-
-    def _description_json(self, job_id: str) -> bytes:
-        """The rendered description of the job as stored now.
-
-        Renders are cached by the stored bytes' digest: unpickling is the costly
-        part, and a size and time do not tell two versions apart (S3 times are
-        whole seconds).
+        Cached by version: unpickling and rendering are the costly part, and
+        with a known ``info`` a cached version costs no request at all.
         """
-        data = self._job_bytes(job_id)
-        digest = hashlib.blake2b(data, digest_size=16).digest()
-        with self._json_lock:
-            cached = self._json_cache.get(digest)
+        if info is not None:
+            with self._lock:
+                cached = self._described.get((job_id, info.version))
             if cached is not None:
-                self._json_cache.move_to_end(digest)
                 return cached
         try:
-            rendered = render_description(self.store.job_from_bytes(job_id, data))
-        except CorruptJobError as e:
-            raise _damaged(self.store.locator, e) from None
-        with self._json_lock:
-            self._json_cache[digest] = rendered
-            while len(self._json_cache) > self.JSON_CACHE_SIZE:
-                self._json_cache.popitem(last=False)
-        return rendered
+            info, data = self.source.job_bytes(job_id)
+        except Missing:
+            raise NoEntry(job_id) from None
+        key = (job_id, info.version)
+        with self._lock:
+            cached = self._described.get(key)
+            if cached is not None:
+                self._described.move_to_end(key)
+                return cached
+        job = self.source.job_from_bytes(job_id, data)
+        log_id = job.logJobStoreFileID
+        described = Described(
+            info, render_description(job), None if log_id is None else str(log_id)
+        )
+        with self._lock:
+            self._described[key] = described
+            while len(self._described) > self.DESCRIBED_CACHE_SIZE:
+                self._described.popitem(last=False)
+        return described
 
 
 def render_description(job: JobDescription) -> bytes:
@@ -577,132 +922,90 @@ def render_description(job: JobDescription) -> bytes:
 
 
 class _FixedListing:
-    """A small directory whose entries are known up front (root, one job)."""
+    """A directory whose names its node knows; each entry's attributes come from its node."""
 
     hash_bits = 62
 
-    def __init__(self, view: View, path: Path, names: list[tuple[str, bool]]) -> None:
-        self._view, self._path, self._names = view, path, names
+    def __init__(self, node: FixedDir) -> None:
+        self._node = node
+        self._names = node.names()
 
     def entries(self, segment: int) -> Iterable[tuple[int, str, bool]]:
-        return [(0, name, is_dir) for name, is_dir in self._names] if segment == 0 else []
+        return [(0, name, False) for name in self._names] if segment == 0 else []
 
     def attr(self, name: str, is_dir: bool) -> Attr | None:
         try:
-            return self._view.getattr((*self._path, name))
-        except NoEntry:
+            return self._node.child(name).attr()
+        except (NoEntry, Missing):
             return None
-        except Damaged:  # a corrupt job's description.json: listed, reading it is EIO
-            return Attr(False, FILE_MODE, 0, self._view.mount_time_ns, True)
+        except Corrupt:  # a corrupt job's description.json: listed, looking it up is EIO
+            return Attr(False, FILE_MODE, 0, self._node.view.mount_time_ns, live=True)
 
 
-class _BackendListing:
-    """One level of backend keys below a prefix (``files/...``, ``shared/``, ``logs/``).
+class _NamesListing(_FixedListing):
+    """A directory of names found when it was opened (``by-state/<state>/``, ``attempts/``)."""
 
-    ``valid`` names the only files a flat directory (``shared/``, ``logs/``) can
-    hold; without it (``files/``) any name a directory entry can have is shown.
-    """
+    def __init__(self, node: Node, names: list[str]) -> None:
+        self._node = node  # type: ignore[assignment]
+        self._names = names
+
+
+class _TreeListing:
+    """One level of stored objects below a path of ``files/``, ``shared/`` or ``logs/``."""
 
     hash_bits = 62
 
-    def __init__(
-        self, view: View, path: Path, prefix: str, valid: Callable[[str], bool] | None = None
-    ) -> None:
-        self._view, self._path, self._prefix, self._valid = view, path, prefix, valid
+    def __init__(self, node: TreeDir) -> None:
+        self._node = node
 
     def entries(self, segment: int) -> Iterable[tuple[int, str, bool]]:
         if segment != 0:
             return
-        held: BackendEntry | None = None  # S3 lists a file and a "directory" of one name apart
-        locator = self._view.store.locator
-        for e in self._view.backend.listdir(self._prefix):
-            key = self._prefix + e.name + ("/" if e.is_dir else "")
-            if self._valid is not None and (e.is_dir or not self._valid(e.name)):
-                warn_stray(locator, key, f"no {self._path[0]}/ entry can be named so")
-            elif not _is_entry_name(e.name):
-                warn_stray(locator, key, "not a name a directory entry can have")
-            elif held is not None and e.name == held.name:
-                # The file wins, as in getattr; the keys below the directory stay unseen.
-                warn_stray(locator, self._prefix + e.name + "/", "a file of the same name hides it")
-                held = held if not held.is_dir else e
-            else:
-                if held is not None:
-                    yield 0, held.name, held.is_dir
-                held = e
-        if held is not None:
-            yield 0, held.name, held.is_dir
+        node = self._node
+        with contextlib.suppress(Missing):
+            for e in node.view.source.listdir(node.kind, node.rel):
+                yield 0, e.name, e.is_dir
 
     def attr(self, name: str, is_dir: bool) -> Attr | None:
+        node = self._node
         if is_dir:
-            return self._view._dir()
+            return Attr(True, DIR_MODE, 0, node.view.mount_time_ns)
         try:
-            info = self._view.backend.stat(self._prefix + name)
-        except NotFound:
+            info = node.view.source.stat(node.kind, (*node.rel, name))
+        except Missing:
             return None
-        return _file_attr(info, live=self._prefix == layout.SHARED)
+        if info is None:
+            return Attr(True, DIR_MODE, 0, node.view.mount_time_ns)
+        return _file_attr(info, live=node.kind is Kind.SHARED)
 
 
 class _JobsListing:
-    """``jobs/``: job IDs, one segment per ``jobs/<shard>/`` of the store, in one key listing."""
+    """``jobs/``: one segment per job segment of the source, listed a segment at a time."""
 
-    hash_bits = 50  # 12 bits of shard above them: positions stay below 2**62
-
-    def __init__(self, view: View) -> None:
-        self._view = view
+    def __init__(self, node: JobsDir) -> None:
+        self._node = node
+        segments = node.view.source.job_segments()
+        self.hash_bits = 62 - max(1, segments - 1).bit_length()
 
     def entries(self, segment: int) -> Iterable[tuple[int, str, bool]]:
-        # "jobs/<shard>" sorts after every key of earlier shards and before the shard's own.
-        start_after = f"{layout.JOBS}{segment:03x}" if segment else None
-        for key in self._view.backend.list(layout.JOBS, start_after=start_after):
-            job_id = layout.job_id_from_key(key)
-            if job_id is None:
-                warn_stray(
-                    self._view.store.locator, key, layout.stray_reason(key) or "not a job key"
-                )
-            else:
-                yield int(layout.shard(job_id), 16), job_id, True
+        for seg, name in self._node.view.source.job_names(segment):
+            yield seg, name, True
 
     def attr(self, name: str, is_dir: bool) -> Attr | None:
-        # Listed from the store a moment ago; getattr checks again when asked.
-        return self._view._dir()
+        # Listed from the store a moment ago; lookup checks again when asked.
+        return Attr(True, DIR_MODE, 0, self._node.view.mount_time_ns)
 
 
 # ============================================================== helpers
 
 
-def _json_attr(rendered: bytes, info: ObjectInfo) -> Attr:
-    return Attr(False, FILE_MODE, len(rendered), int(info.mtime * 1e9), True)
-
-
 def _file_attr(info: ObjectInfo, live: bool = False) -> Attr:
-    return Attr(
-        False, EXEC_MODE if info.executable else FILE_MODE, info.size, int(info.mtime * 1e9), live
-    )
+    mode = EXEC_MODE if info.executable else FILE_MODE
+    return Attr(False, mode, info.size, int(info.mtime * 1e9), info.version, live)
 
 
-def _valid_name(prefix: str) -> Callable[[str], bool]:
-    """Which names of ``shared/`` or ``logs/`` are the store's objects."""
-    if prefix == layout.SHARED:
-        return lambda name: layout.shared_name_from_key(prefix + name) is not None
-    return layout.is_log_name
-
-
-def _is_entry_name(name: str) -> bool:
-    return (
-        name not in ("", ".", "..")
-        and "\x00" not in name
-        and len(name.encode("utf-8", "surrogateescape")) <= layout.MAX_COMPONENT_BYTES
-    )
-
-
-def _damaged(locator: str, e: CorruptJobError) -> Damaged:
-    warn_once(locator, e.key, f"{e} in {locator}")
-    return Damaged(str(e))
-
-
-def _checked(make_key: Callable[[str], str], name: str) -> str:
-    """A key from a name that came from a path; names that can never be keys do not exist."""
+def _job_id(source: Source, name: str, path: Path) -> str:
     try:
-        return make_key(name)
-    except layout.InvalidName:
-        raise NoEntry(name) from None
+        return source.job_id(name)
+    except Missing:
+        raise NoEntry(path) from None
