@@ -8,7 +8,12 @@ or ``toil.options.common`` is first imported, the finder patches it:
 
 * ``Toil.getJobStore`` returns our :class:`~jobstore.store.JobStore` for our schemes;
 * ``parse_jobstore`` and ``Toil.canonical_locator`` make relative ``local:``
-  paths absolute on the leader, before the locator is handed to workers.
+  paths absolute on the leader, before the locator is handed to workers;
+* in Toil's interactive utilities (the ``toil`` command: ``toil status``,
+  ``toil kill``, ``toil clean``, ...) stores are impatient (see
+  :mod:`jobstore.patience`), and a store that cannot be reached is reported as
+  one line rather than a traceback. Workflows (``python wf.py``,
+  ``toil-cwl-runner``, ``_toil_worker``) keep waiting out outages.
 """
 
 from __future__ import annotations
@@ -82,6 +87,33 @@ def _patch_common(module: ModuleType) -> None:
     toil_cls._jobstore_patched = True
     if hasattr(module, "parse_jobstore"):
         _patch_options(module)
+    if _is_toil_utility(sys.argv):
+        _make_interactive()
+
+
+def _is_toil_utility(argv: list[str]) -> bool:
+    """Whether this process is the ``toil`` command (a person waits for it)."""
+    import os.path
+
+    return bool(argv) and os.path.basename(argv[0]) == "toil"
+
+
+def _make_interactive() -> None:
+    from jobstore import patience
+    from jobstore.backend import BackendError
+
+    patience.set_interactive()
+    command = " ".join(["toil", *sys.argv[1:2]])
+    original = sys.excepthook
+
+    def excepthook(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+        if isinstance(exc, BackendError):  # ours, and already says what and where
+            text = str(exc).strip()
+            print(f"{command}: {text.splitlines()[0] if text else kind.__name__}", file=sys.stderr)
+        else:
+            original(kind, exc, tb)
+
+    sys.excepthook = excepthook
 
 
 _PATCHERS: dict[str, Callable[[ModuleType], None]] = {

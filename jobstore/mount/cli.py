@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from jobstore import patience
 from jobstore.locator import InvalidLocator, parse_locator
 from jobstore.mount import daemon_lock_path, mount_device
 
@@ -35,6 +36,7 @@ class CommandError(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    patience.set_interactive()  # a person waits: report an unreachable store in seconds
     try:
         if args.command == "mount":
             return _mount(args)
