@@ -33,7 +33,7 @@ import shutil
 import stat
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -103,7 +103,8 @@ class LocalBackend(Backend):
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             for name in os.listdir(fd):
-                _remove_entry(fd, name)
+                with contextlib.suppress(FileNotFoundError):  # removed by someone else
+                    _remove_entry(fd, name)
         finally:
             os.close(fd)
 
@@ -161,42 +162,17 @@ class LocalBackend(Backend):
             return os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         parts = relative.split("/")
         path = self._root_slash + parts[0]
-        fd = self._open_level(
-            path, create, lambda: os.open(path, _DIR_FLAGS), lambda: os.mkdir(path, _DIR_MODE)
-        )
+        fd = _open_level(path, None, path, create)
         try:
             for part in parts[1:]:
                 path += "/" + part
                 parent = fd
-                fd = self._open_level(
-                    path,
-                    create,
-                    lambda: os.open(part, _DIR_FLAGS, dir_fd=parent),  # noqa: B023 - called at once
-                    lambda: os.mkdir(part, _DIR_MODE, dir_fd=parent),  # noqa: B023
-                )
+                fd = _open_level(part, parent, path, create)
                 os.close(parent)
         except BaseException:
             os.close(fd)
             raise
         return fd
-
-    @staticmethod
-    def _open_level(
-        path: str, create: bool, open_: Callable[[], int], mkdir: Callable[[], None]
-    ) -> int:
-        try:
-            return open_()
-        except FileNotFoundError:
-            if not create:
-                raise
-            with contextlib.suppress(FileExistsError):
-                mkdir()
-            return open_()
-        except OSError as e:
-            # O_NOFOLLOW|O_DIRECTORY on a link fails with ENOTDIR (or ELOOP): tell them apart.
-            if e.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(path):
-                raise _link_error(path) from None
-            raise
 
     def _publish(self, tmp: _Temporary, key: str, executable: bool) -> None:
         """Rename a finished temporary file into place, creating parents as needed."""
@@ -217,10 +193,7 @@ class LocalBackend(Backend):
 
     def _open_tmp(self) -> int:
         """``.tmp``, opened without following a link (made anew if it went missing)."""
-        path = self._tmp
-        return self._open_level(
-            path, True, lambda: os.open(path, _DIR_FLAGS), lambda: os.mkdir(path, _DIR_MODE)
-        )
+        return _open_level(self._tmp, None, self._tmp, create=True)
 
     def _tmp_file(self) -> tuple[int, _Temporary]:
         """A new private file in ``.tmp``: its descriptor, and where it is."""
@@ -496,6 +469,23 @@ class _Temporary:
 
 
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+
+def _open_level(name: str, dir_fd: int | None, path: str, create: bool) -> int:
+    """Open the directory ``name`` (in ``dir_fd``) without following a link; ``path`` names it."""
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, _DIR_MODE, dir_fd=dir_fd)
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as e:
+        # O_NOFOLLOW|O_DIRECTORY on a link fails with ENOTDIR (or ELOOP): tell them apart.
+        if e.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(path):
+            raise _link_error(path) from None
+        raise
 
 
 def _split(key: str) -> tuple[str, str]:
