@@ -151,6 +151,7 @@ def test_an_interactive_request_gives_up_within_seconds(
     ended.join(0)
 
 
+@pytest.mark.slow  # about 100 s; not parametrized, so a CI run pays it once
 def test_workflow_rides_out_a_minute_long_outage(
     behind_proxy: tuple[FaultProxy, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
