@@ -21,6 +21,8 @@ sanitised to ``[A-Za-z0-9_.-]`` so they can never start with ``@``)::
     @job/<shard>/<job-id>/<uuid>/<basename>  deleted together with its job
     <hint>/.../files/[<n>/]<basename>   a hinted file (see toil's HintedJobStore)
 
+``<basename>`` is the file's own name, URL-quoted where Toil's and CWL's
+carriers would break it (:func:`sanitize_basename`): ``item%20%231.txt``.
 ``<shard>`` spreads jobs over 4,096 directories so that no directory grows
 past a few hundred entries at a million jobs, and creating one costs O(1).
 ``<abc>`` does the same for anonymous files, a run of files at a time.
@@ -94,7 +96,7 @@ def job_files_prefix(job_id: str) -> str:
 # ------------------------------------------------------------------ files
 
 
-def quote_basename(basename: str | None, default: str = "file") -> str:
+def sanitize_basename(basename: str | None, default: str = "file") -> str:
     """A file's name as the last component of its ID: URL-quoted where a carrier would break.
 
     Toil carries file IDs in ``toilfile:<size>:<x>:<id>`` URLs and CWL locations,

@@ -256,7 +256,7 @@ class JobStore(AbstractJobStore, HintedJobStore):
         cleanup: bool,
         hints: list[str] | None,
     ) -> str:
-        basename = layout.quote_basename(basename)
+        basename = layout.sanitize_basename(basename)
         if job_id is not None and cleanup:
             if not layout.is_job_id(job_id):
                 raise InvalidJobID(job_id)

@@ -539,14 +539,14 @@ def _is_utf8(text: str) -> bool:
 )
 def test_basenames_are_url_quoted_readably(name: str | None, quoted: str) -> None:
     """What URLs, CWL locations, shells and paths break on is quoted; the rest stays."""
-    assert layout.quote_basename(name) == quoted
+    assert layout.sanitize_basename(name) == quoted
     if name:
         assert unquote(quoted, errors="surrogateescape") == name
 
 
 @pytest.mark.parametrize("name", ["%" * 100, "é" * 150, "#" * 70])
 def test_long_quoted_basenames_are_cut_between_escapes(name: str) -> None:
-    quoted = layout.quote_basename(name)
+    quoted = layout.sanitize_basename(name)
     assert len(quoted.encode()) <= layout.MAX_BASENAME_BYTES
     assert len(quoted.encode()) > layout.MAX_BASENAME_BYTES - 3
     assert name.startswith(unquote(quoted))
