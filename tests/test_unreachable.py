@@ -148,11 +148,13 @@ def test_an_interactive_request_gives_up_within_seconds(
     assert proxy.faults["reset"] >= 2
 
 
-@pytest.mark.slow  # about 100 s; not parametrized, so a CI run pays it once
 def test_workflow_rides_out_a_minute_long_outage(
     behind_proxy: tuple[FaultProxy, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Mid-run, every request to the store fails for 60 s; the run must not notice."""
+    """Mid-run, every request to the store fails for 60 s; the run must not notice.
+
+    About 100 s; one test, not parametrized, so a CI run pays for it once.
+    """
     proxy, locator = behind_proxy
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
     gate = tmp_path / "gate"
