@@ -28,14 +28,11 @@ from toil.common import Config
 
 from jobstore import JobStore, layout, patience
 from jobstore.s3 import S3Backend, S3Error
-from tests.conftest import HAVE_S3
 from tests.faultproxy import FaultProxy
 from tests.mountutil import JOBSTORE
 from tests.reliability_lib import toil_env, workflow_command, workflow_result
 from tests.s3server import free_port
 from tests.workflows import reliability as reliability_workflow
-
-pytestmark = pytest.mark.skipif(not HAVE_S3, reason="the s3: backend is not built yet")
 
 #: What the SPEC's "report in seconds" means for an interactive command.
 REPORT_SECONDS = 10.0
