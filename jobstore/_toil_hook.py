@@ -14,6 +14,11 @@ or ``toil.options.common`` is first imported, the finder patches it:
 
 Which schemes are ours comes from :data:`jobstore.locator.BACKENDS`, read only
 once Toil is being imported.
+* in Toil's interactive utilities (the ``toil`` command: ``toil status``,
+  ``toil kill``, ``toil clean``, ...) stores are impatient (see
+  :mod:`jobstore.patience`), and a store that cannot be reached is reported as
+  one line rather than a traceback. Workflows (``python wf.py``,
+  ``toil-cwl-runner``, ``_toil_worker``) keep waiting out outages.
 """
 
 from __future__ import annotations
@@ -140,6 +145,8 @@ def _patch_common(module: ModuleType) -> None:
     if hasattr(module, "parse_jobstore"):
         _patch_options(module)
     module.parser_with_common_options = _wrap_parser(module.parser_with_common_options)  # type: ignore[attr-defined]
+    if _is_toil_utility(sys.argv):
+        _make_interactive()
 
 
 def _wrap_parser(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -188,6 +195,31 @@ def _patch_worker(module: ModuleType) -> None:
     workerScript.__doc__ = original.__doc__
     workerScript._jobstore_patched = True  # type: ignore[attr-defined]
     module.workerScript = workerScript  # type: ignore[attr-defined]
+
+
+def _is_toil_utility(argv: list[str]) -> bool:
+    """Whether this process is the ``toil`` command (a person waits for it)."""
+    import os.path
+
+    return bool(argv) and os.path.basename(argv[0]) == "toil"
+
+
+def _make_interactive() -> None:
+    from jobstore import patience
+    from jobstore.backend import BackendError
+
+    patience.set_interactive()
+    command = " ".join(["toil", *sys.argv[1:2]])
+    original = sys.excepthook
+
+    def excepthook(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+        if isinstance(exc, BackendError):  # ours, and already says what and where
+            text = str(exc).strip()
+            print(f"{command}: {text.splitlines()[0] if text else kind.__name__}", file=sys.stderr)
+        else:
+            original(kind, exc, tb)
+
+    sys.excepthook = excepthook
 
 
 _PATCHERS: dict[str, Callable[[ModuleType], None]] = {

@@ -35,6 +35,8 @@ sanitised to ``[A-Za-z0-9_.-]`` so they can never start with ``@``)::
     @job/<shard>/<job-id>/<uuid>/<basename>  deleted together with its job
     <hint>/.../files/[<n>/]<basename>   a hinted file (see toil's HintedJobStore)
 
+``<basename>`` is the file's own name, URL-quoted where Toil's and CWL's
+carriers would break it (:func:`sanitize_basename`): ``item%20%231.txt``.
 ``<shard>`` spreads jobs over 4,096 directories so that no directory grows
 past a few hundred entries at a million jobs, and creating one costs O(1).
 ``<abc>`` does the same for anonymous files, a run of files at a time.
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import string
 import time
 import uuid
 
@@ -76,7 +79,7 @@ _SLOT_NUMBER = re.compile(r"0|[1-9][0-9]*")
 _BASENAME_CHARS = re.compile(r"[^\x00-\x1f\x7f/]+")
 MAX_FILE_ID = 1024
 MAX_BASENAME_BYTES = 200
-#: No component we issue is longer (basenames are cut to 200 bytes); longer ones would
+#: No component we issue is longer (quoted basenames are cut to 200 bytes); longer ones would
 #: fail on local file systems (NAME_MAX) with an error other than "no such file".
 MAX_COMPONENT_BYTES = 255
 
@@ -150,15 +153,41 @@ def job_file_owner(key: str) -> str | None:
 
 
 def sanitize_basename(basename: str | None, default: str = "file") -> str:
-    """A basename safe as one path component, keeping it recognisable."""
-    name = "".join("_" if c == "/" or ord(c) < 32 or c == "\x7f" else c for c in basename or "")
-    name = name.strip()
-    while len(name.encode("utf-8", "surrogatepass")) > MAX_BASENAME_BYTES:
-        name = name[:-1]
-    if name in ("", ".", ".."):
-        return default
-    # Lone surrogates (undecodable file names) cannot be stored on S3: replace them.
-    return name.encode("utf-8", "replace").decode("utf-8")
+    """A file's name as the last component of its ID: URL-quoted where a carrier would break.
+
+    Toil carries file IDs in ``toilfile:<size>:<x>:<id>`` URLs and CWL locations,
+    where a raw ``#`` starts a fragment (cwltool cut ``item #1.txt`` to ``item ``),
+    ``?`` a query, ``;`` parameters and ``%`` an escape; in command lines, where spaces
+    and shell characters split or expand; and in the mount's paths, where ``/`` and
+    NUL cannot be. So, as Toil's own ``file:`` store does, every character but RFC
+    3986's unreserved ones (letters, digits, ``_.-~``) is percent-encoded (its UTF-8
+    bytes; an undecodable file name's raw bytes) -- except printable non-ASCII letters,
+    which no carrier breaks on and which keep names in other scripts readable.
+    ``unquote`` of the result gives the name back, ``.`` and ``..`` included (``%2E``).
+    IDs minted before quoting hold raw characters and still resolve: an ID is its key.
+    """
+    pieces = [_quote_char(c) for c in basename or ""]
+    name = "".join(pieces)
+    while len(name.encode("utf-8")) > MAX_BASENAME_BYTES:  # cut whole escapes only
+        pieces.pop()
+        name = "".join(pieces)
+    if name in (".", ".."):
+        return name.replace(".", "%2E")
+    return name or default
+
+
+#: RFC 3986's unreserved characters: never quoted (the rest of ASCII always is).
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "_.-~")
+
+
+def _quote_char(c: str) -> str:
+    if c in _UNRESERVED or (c >= "\x80" and c.isprintable()):  # surrogates are not printable
+        return c
+    try:
+        data = c.encode("utf-8", "surrogateescape")  # os.fsdecode's escapes: the raw byte
+    except UnicodeEncodeError:
+        data = c.encode("utf-8", "surrogatepass")
+    return "".join(f"%{b:02X}" for b in data)
 
 
 #: Anonymous files written one after another share an ``<abc>`` directory for this many

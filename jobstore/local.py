@@ -7,6 +7,18 @@ is atomic on POSIX file systems and on NFS. Executability is the file's owner
 execute bit. Store directories are 0700 and files 0600/0700: a job store holds
 a workflow's data and credentials and is nobody else's business.
 
+Symbolic links: the store's path may be a link or run through links (the
+user's way to their disk, kept as given so that every machine resolves it its
+own way). Below the root no link is ever followed to change anything: every
+write, rename and delete opens the directories on the way one by one with
+``O_NOFOLLOW`` and works relative to them, so a link planted inside the store
+(a shard directory, ``.tmp``) makes a write fail with ``ELOOP`` naming the link
+and a delete leave what lies behind it alone. Links the store makes itself
+(``symlinkImports``) are leaves: deleting one unlinks the link. ``destroy`` of
+a store whose root is a link empties the directory the link points to and
+keeps both the link and that directory: they are the user's, only their
+contents are the store's. Reads may follow links: they change nothing.
+
 Set ``JOBSTORE_FSYNC=1`` to fsync every object before it is published (survives
 machine crashes, costs a disk flush per write; Toil's own store never syncs).
 """
@@ -15,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import shutil
 import stat
@@ -36,6 +49,8 @@ from jobstore.backend import (
 from jobstore.layout import MAX_FILE_ID
 from jobstore.locator import InvalidLocator, Locator
 
+logger = logging.getLogger(__name__)
+
 TMP_DIR = ".tmp"
 _COPY_CHUNK = 8 * 1024 * 1024
 _DIR_MODE = 0o700
@@ -43,6 +58,10 @@ _DIR_MODE = 0o700
 #: leaves room, within Linux's 4,095-byte paths, for the longest key below it.
 _NAME_MAX = 255
 _ROOT_MAX = 4095 - len("/files/") - MAX_FILE_ID
+#: Opening a directory below the root: never through a link, never inherited by children.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: What opening a path whose component is not a directory of the store raises.
+_NOT_A_STORE_DIR = (FileNotFoundError, NotADirectoryError)
 
 
 def _fsync_enabled() -> bool:
@@ -97,7 +116,10 @@ class LocalBackend(Backend):
         # Retry: a worker may still be creating files while we remove the tree.
         for attempt in range(5):
             try:
-                shutil.rmtree(self.root)
+                if os.path.islink(self.root):
+                    self._empty_root()  # the link and its directory are the user's
+                else:
+                    shutil.rmtree(self.root)  # never follows a link below the root
                 return
             except FileNotFoundError:
                 return
@@ -106,12 +128,29 @@ class LocalBackend(Backend):
                     raise
                 time.sleep(0.1 * (attempt + 1))
 
+    def _empty_root(self) -> None:
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for name in os.listdir(fd):
+                with contextlib.suppress(FileNotFoundError):  # removed by someone else
+                    _remove_entry(fd, name)
+        finally:
+            os.close(fd)
+
     def debris(self, older_than: float) -> Iterator[Debris]:
         """Files in ``.tmp`` are half-written objects; directories are subtrees that
         ``delete_prefix`` had moved aside but not yet removed. A directory keeps
-        the mtime it had before the move, so it can look stale at once.
+        the mtime it had before the move, so it can look stale at once. A
+        ``.tmp`` that is a link is damage: the link goes, never what it points to.
         """
         now = time.time()
+        if os.path.islink(self._tmp):  # never list (or later remove) what a link points to
+            logger.warning(
+                "removing %s: a symbolic link where the store keeps its temporaries", self._tmp
+            )
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._tmp)
+            return
         with contextlib.suppress(FileNotFoundError), os.scandir(self._tmp) as entries:
             for entry in entries:
                 with contextlib.suppress(FileNotFoundError):
@@ -122,14 +161,15 @@ class LocalBackend(Backend):
     def clear_debris(self, item: Debris, keep_under: str | None) -> bool:
         with contextlib.suppress(FileNotFoundError):
             if keep_under is not None:
-                dest = self._path(keep_under + item.name)
-                _makedirs(os.path.dirname(dest))
-                os.rename(item.handle, dest)
+                dest = keep_under + item.name
+                os.close(self._open_dir(os.path.dirname(dest), create=True))
+                os.rename(item.handle, self._path(dest))
                 return True
-            if os.path.isdir(item.handle) and not os.path.islink(item.handle):
-                shutil.rmtree(item.handle, ignore_errors=True)
-            else:
-                os.unlink(item.handle)
+            tmp_fd = self._open_tmp()
+            try:
+                _remove_entry(tmp_fd, os.path.basename(item.handle))  # never through a link
+            finally:
+                os.close(tmp_fd)
         return False
 
     # ---------------------------------------------------------------- paths
@@ -140,53 +180,82 @@ class LocalBackend(Backend):
     def local_path(self, key: str) -> str:
         return self._path(key)
 
-    def _publish(self, tmp_path: str, key: str, executable: bool) -> None:
+    def _open_dir(self, relative: str, create: bool = False) -> int:
+        """The directory ``relative`` below the root, opened without following any link.
+
+        Each component is opened relative to the one before with ``O_NOFOLLOW``
+        (the root itself may be a link: the user's). Missing levels are made,
+        private, when ``create``; otherwise ``FileNotFoundError``. A link on the
+        way raises ``OSError(ELOOP)`` naming it; a file, ``NotADirectoryError``.
+        """
+        if not relative:
+            return os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        parts = relative.split("/")
+        path = self._root_slash + parts[0]
+        fd = _open_level(path, None, path, create)
+        try:
+            for part in parts[1:]:
+                path += "/" + part
+                parent = fd
+                fd = _open_level(part, parent, path, create)
+                os.close(parent)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _publish(self, tmp: _Temporary, key: str, executable: bool) -> None:
         """Rename a finished temporary file into place, creating parents as needed."""
         if executable or _UMASK & 0o600:  # else it was created 0o600 already: spare a syscall
-            os.chmod(tmp_path, 0o700 if executable else 0o600)
-        dest = self._path(key)
-        for _ in range(10):
+            os.chmod(tmp.name, 0o700 if executable else 0o600, dir_fd=tmp.dir_fd)
+        parent, name = _split(key)
+        for attempt in range(10):
+            dir_fd = self._open_dir(parent, create=True)
             try:
-                os.replace(tmp_path, dest)
+                os.replace(tmp.name, name, src_dir_fd=tmp.dir_fd, dst_dir_fd=dir_fd)
                 return
             except FileNotFoundError:
-                if not os.path.exists(tmp_path):
+                # The directory was removed under us by a concurrent cleanup: open it anew.
+                if attempt == 9 or not _lexists(tmp.name, tmp.dir_fd):
                     raise
-                # A parent is missing (new directory, or removed by a concurrent cleanup).
-                _makedirs(os.path.dirname(dest))
-        os.replace(tmp_path, dest)
+            finally:
+                os.close(dir_fd)
 
-    def _tmp_file(self) -> tuple[int, str]:
-        path = os.path.join(self._tmp, os.urandom(16).hex())  # a uuid4's randomness, cheaper
+    def _open_tmp(self) -> int:
+        """``.tmp``, opened without following a link (made anew if it went missing)."""
+        return _open_level(self._tmp, None, self._tmp, create=True)
+
+    def _tmp_file(self) -> tuple[int, _Temporary]:
+        """A new private file in ``.tmp``: its descriptor, and where it is."""
+        tmp = _Temporary(self._open_tmp(), os.urandom(16).hex())  # a uuid4's randomness
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileNotFoundError:
-            if not os.path.isdir(self.root):
-                raise
-            os.makedirs(self._tmp, mode=_DIR_MODE, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        return fd, path
+            fd = os.open(tmp.name, _NEW_FILE, 0o600, dir_fd=tmp.dir_fd)
+        except BaseException:
+            os.close(tmp.dir_fd)
+            raise
+        return fd, tmp
 
     # --------------------------------------------------------------- writes
 
     @contextlib.contextmanager
     def writer(self, key: str, executable: bool = False) -> Iterator[BinaryIO]:
-        fd, tmp_path = self._tmp_file()
+        fd, tmp = self._tmp_file()
         try:
             with os.fdopen(fd, "wb") as f:
                 yield f
                 f.flush()
                 if self._fsync:
                     os.fsync(f.fileno())
-            self._publish(tmp_path, key, executable)
+            self._publish(tmp, key, executable)
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp_path)
+            tmp.discard()
             raise
+        finally:
+            os.close(tmp.dir_fd)
 
     def put_bytes(self, key: str, data: bytes, executable: bool = False) -> None:
         # writer() without its buffered file object: job descriptions and logs come this way.
-        fd, tmp_path = self._tmp_file()
+        fd, tmp = self._tmp_file()
         try:
             try:
                 view = memoryview(data)
@@ -196,11 +265,12 @@ class LocalBackend(Backend):
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            self._publish(tmp_path, key, executable)
+            self._publish(tmp, key, executable)
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp_path)
+            tmp.discard()
             raise
+        finally:
+            os.close(tmp.dir_fd)
 
     def put_file(self, key: str, path: str, executable: bool = False) -> None:
         with open(path, "rb") as src, self.writer(key, executable) as dst:
@@ -208,31 +278,42 @@ class LocalBackend(Backend):
             _copy_fd(src, dst)
 
     def put_if_absent(self, key: str) -> bool:
-        dest = self._path(key)
+        parent, name = _split(key)
         for _ in range(10):
+            dir_fd = self._open_dir(parent, create=True)
             try:
-                os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                os.close(os.open(name, _NEW_FILE, 0o600, dir_fd=dir_fd))
                 return True
             except FileExistsError:
                 return False
             except FileNotFoundError:
-                _makedirs(os.path.dirname(dest))
-        raise OSError(errno.ENOENT, "could not create parent directory", dest)
+                continue  # removed under us by a concurrent cleanup: open it anew
+            finally:
+                os.close(dir_fd)
+        raise OSError(errno.ENOENT, "could not create parent directory", self._path(parent))
 
     def put_symlink(self, key: str, target: str) -> bool:
-        tmp_path = os.path.join(self._tmp, uuid.uuid4().hex)
         try:
-            os.symlink(os.path.realpath(target), tmp_path)
+            tmp = _Temporary(self._open_tmp(), uuid.uuid4().hex)
         except OSError:
             return False
-        dest = self._path(key)
         try:
-            _makedirs(os.path.dirname(dest))
-            os.replace(tmp_path, dest)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp_path)
-            raise
+            try:
+                os.symlink(os.path.realpath(target), tmp.name, dir_fd=tmp.dir_fd)
+            except OSError:
+                return False
+            parent, name = _split(key)
+            try:
+                dir_fd = self._open_dir(parent, create=True)
+                try:
+                    os.replace(tmp.name, name, src_dir_fd=tmp.dir_fd, dst_dir_fd=dir_fd)
+                finally:
+                    os.close(dir_fd)
+            except BaseException:
+                tmp.discard()
+                raise
+        finally:
+            os.close(tmp.dir_fd)
         return True
 
     # ---------------------------------------------------------------- reads
@@ -312,27 +393,61 @@ class LocalBackend(Backend):
 
     # -------------------------------------------------------------- deletes
 
+    def _open_dir_to_delete(self, parent: str, what: str) -> int | None:
+        """``parent`` opened as :meth:`_open_dir` does, or None when nothing of the store
+        can be below it: it is missing, a file, or behind a link (logged: damage)."""
+        try:
+            return self._open_dir(parent)
+        except _NOT_A_STORE_DIR:
+            return None
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            logger.warning("not deleting %s: %s", what, e)
+            return None
+
     def delete(self, key: str) -> None:
         # A directory is no object: deleting "it" deletes nothing, as for a missing key.
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            os.unlink(self._path(key))
+        # Nor is anything behind a link on the way: not followed, it is not the store's.
+        parent, name = _split(key)
+        dir_fd = self._open_dir_to_delete(parent, key)
+        if dir_fd is None:
+            return
+        try:
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                os.unlink(name, dir_fd=dir_fd)  # a link itself, never what it points to
+        finally:
+            os.close(dir_fd)
 
     def delete_prefix(self, prefix: str) -> None:
         # One rename makes the whole subtree vanish at once; the removal follows.
-        path = self._path(prefix.rstrip("/"))
-        graveyard = os.path.join(self._tmp, "rm-" + uuid.uuid4().hex)
-        try:
-            os.rename(path, graveyard)
-        except (FileNotFoundError, NotADirectoryError):
+        parent, name = _split(prefix.rstrip("/"))
+        dir_fd = self._open_dir_to_delete(parent, prefix)
+        if dir_fd is None:
             return
-        shutil.rmtree(graveyard, ignore_errors=True)
+        try:
+            tmp_fd = self._open_tmp()
+        except BaseException:
+            os.close(dir_fd)
+            raise
+        grave = "rm-" + uuid.uuid4().hex
+        try:
+            try:
+                os.rename(name, grave, src_dir_fd=dir_fd, dst_dir_fd=tmp_fd)
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            # A link moved here is unlinked, a directory removed without following links.
+            with contextlib.suppress(OSError):
+                _remove_entry(tmp_fd, grave)
+        finally:
+            os.close(dir_fd)
+            os.close(tmp_fd)
 
     def move(self, src: str, dst: str) -> None:
         """One rename (same file system), parents created and emptied ones removed."""
-        dest = self._path(dst)
-        _makedirs(os.path.dirname(dest))
+        os.close(self._open_dir(_split(dst)[0], create=True))  # no link followed on the way
         try:
-            os.rename(self._path(src), dest)
+            os.rename(self._path(src), self._path(dst))
         except (FileNotFoundError, NotADirectoryError):
             raise NotFound(src) from None
         self.prune_empty_parents(src, src.split("/", 1)[0] + "/")
@@ -342,14 +457,23 @@ class LocalBackend(Backend):
 
         Keeps directories from accumulating when every file gets a directory of its own.
         """
-        parent = os.path.dirname(self._path(key))
-        stop_path = self._path(stop.rstrip("/"))
-        while parent.startswith(stop_path + os.sep):
-            try:
-                os.rmdir(parent)
-            except OSError:
-                return
-            parent = os.path.dirname(parent)
+        stop = stop.rstrip("/")
+        parts = _split(key)[0][len(stop) + 1 :].split("/") if key.startswith(stop + "/") else []
+        parts = [p for p in parts if p]
+        if not parts:
+            return
+        fds: list[int] = []
+        try:
+            fds.append(self._open_dir(stop))
+            for part in parts[:-1]:
+                fds.append(os.open(part, _DIR_FLAGS, dir_fd=fds[-1]))
+            for dir_fd, part in zip(reversed(fds), reversed(parts), strict=True):
+                os.rmdir(part, dir_fd=dir_fd)  # never a link: rmdir refuses those
+        except OSError:
+            return
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     # -------------------------------------------------------------- listing
 
@@ -394,20 +518,68 @@ def _key_order(entry: os.DirEntry[str]) -> str:
     return entry.name + "/" if entry.is_dir(follow_symlinks=False) else entry.name
 
 
-def _makedirs(path: str) -> None:
-    """``os.makedirs(path, exist_ok=True)``, but every level it creates is private.
+class _Temporary:
+    """A temporary file's name in ``.tmp`` and the descriptor of ``.tmp`` it was made in."""
 
-    ``os.makedirs`` gives only the last level ``mode``; the parents it creates
-    get 0o777 minus the umask, readable by everyone under the usual umask.
-    """
+    __slots__ = ("dir_fd", "name")
+
+    def __init__(self, dir_fd: int, name: str) -> None:
+        self.dir_fd = dir_fd
+        self.name = name
+
+    def discard(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.name, dir_fd=self.dir_fd)
+
+
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+
+def _open_level(name: str, dir_fd: int | None, path: str, create: bool) -> int:
+    """Open the directory ``name`` (in ``dir_fd``) without following a link; ``path`` names it."""
     try:
-        os.mkdir(path, _DIR_MODE)
-    except FileExistsError:
-        return
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError:
-        _makedirs(os.path.dirname(path))
+        if not create:
+            raise
         with contextlib.suppress(FileExistsError):
-            os.mkdir(path, _DIR_MODE)
+            os.mkdir(name, _DIR_MODE, dir_fd=dir_fd)
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as e:
+        # O_NOFOLLOW|O_DIRECTORY on a link fails with ENOTDIR (or ELOOP): tell them apart.
+        if e.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(path):
+            raise _link_error(path) from None
+        raise
+
+
+def _split(key: str) -> tuple[str, str]:
+    """A key's directory (below the root) and last name."""
+    parent, _, name = key.rpartition("/")
+    return parent, name
+
+
+def _lexists(name: str, dir_fd: int) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _remove_entry(dir_fd: int, name: str) -> None:
+    """Remove ``name`` in ``dir_fd``: a directory with all below it, anything else unlinked.
+
+    Never follows a link: ``shutil.rmtree`` with ``dir_fd`` opens every level with
+    ``O_NOFOLLOW`` and unlinks the links it meets.
+    """
+    if stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+        shutil.rmtree(name, dir_fd=dir_fd)
+    else:
+        os.unlink(name, dir_fd=dir_fd)
+
+
+def _link_error(path: str) -> OSError:
+    return OSError(errno.ELOOP, "a symbolic link inside the store; not followed", path)
 
 
 def _info(st: os.stat_result) -> ObjectInfo:

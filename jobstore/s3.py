@@ -22,6 +22,24 @@ make every ``jobs()`` listing walk every job's files.
 Atomicity comes from S3 itself: a PutObject or a completed multipart upload
 replaces an object at once, and an aborted multipart upload leaves nothing.
 
+Unreachable endpoints: how long a request keeps trying a service that does
+not answer is a per-process setting (:mod:`jobstore.patience`), not a count of
+attempts. botocore's standard retries stop after a number of attempts, so a
+refusing endpoint was reported after 40-50 s of backoff (too slow for a person
+at ``jobstore mount`` or ``toil status``) and a stalling one after minutes of
+60 s read timeouts, while a workflow's requests gave up after about 45 s of
+backoff (too soon to ride out a one-minute outage), and sooner when many
+threads fail at once: the standard mode's retry quota (500 tokens, 5-10 per
+retry, refilled only by successes) empties within a few dozen failed requests.
+So this backend keeps botocore's *conditions* for a retry (connection errors,
+timeouts, 5xx, throttling) and replaces the rest: a request is retried, with
+jittered backoff, until the process's patience runs out, counted from its
+first attempt, and with no quota. Timeouts come from the same setting: an
+interactive process waits 2 s for a connection and 4 s for a reply, so a
+stalling endpoint is reported as fast as a refusing one; a workflow's processes
+wait 10 s and 60 s. Short timeouts alone would not do: a refused connection
+fails at once, and it is the retries that take the time.
+
 Encryption: when Toil's config names an ``sseKey`` (a file holding a 32-byte
 key), every object but ``shared/config.pickle`` is stored with SSE-C. As in
 Toil's own store, the config is read live, so the config object stays the one
@@ -40,6 +58,7 @@ import hashlib
 import io
 import logging
 import os
+import random
 import re
 import shutil
 import stat
@@ -50,11 +69,13 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.retries import standard
 from s3transfer.subscribers import BaseSubscriber
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from jobstore import layout
+from jobstore import layout, patience
 from jobstore.backend import (
     Backend,
     BackendError,
@@ -85,12 +106,16 @@ CONCURRENCY = 16
 DELETE_BATCH = 1000
 #: Lifetime of presigned URLs (SigV4 allows up to a week; temporary credentials end sooner).
 URL_SECONDS = 24 * 3600
-#: Retry attempts (botocore's standard mode: exponential backoff for throttling and 5xx).
-MAX_ATTEMPTS = 8
 #: Attempts at reading one response body. botocore retries a request whose
 #: response never came, but not a body cut off mid-way (a reset or a proxy
 #: giving up): that is retried here, resuming where the data stopped.
-READ_ATTEMPTS = MAX_ATTEMPTS
+READ_ATTEMPTS = 8
+#: A request still retrying after this long is worth a warning (once per request).
+WARN_AFTER_SECONDS = 10.0
+
+#: Where a request's first attempt is remembered: the context botocore keeps for it.
+_STARTED = "jobstore-started"
+_WARNED = "jobstore-warned"
 
 #: What a body cut off mid-way raises, depending on where urllib3 notices.
 _BODY_ERRORS = (BotoCoreError, Urllib3Error, ConnectionError)
@@ -195,15 +220,19 @@ class S3Backend(Backend):
         from boto3.s3.transfer import TransferConfig, create_transfer_manager
         from botocore.config import Config as BotoConfig
 
+        wait = patience.current()
         client = boto3.session.Session().client(
             "s3",
             config=BotoConfig(
-                retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+                retries={"mode": "standard"},  # its conditions; _Retries decides the rest
+                connect_timeout=wait.connect_timeout,
+                read_timeout=wait.read_timeout,
                 # SigV4 everywhere, presigned URLs included (SigV2 is gone from newer regions).
                 signature_version="s3v4",
                 max_pool_connections=CONCURRENCY + TRANSFER_THREADS,
             ),
         )
+        _Retries(wait, client.meta.endpoint_url).install(client)
         transfer_config = TransferConfig(
             multipart_threshold=self.part_size,
             multipart_chunksize=self.part_size,
@@ -237,6 +266,12 @@ class S3Backend(Backend):
             raise self._failure(op, key, e) from e
 
     def _failure(self, op: str, key: str, e: Exception) -> S3Error:
+        if isinstance(e, (BotoConnectionError, HTTPClientError)):
+            return S3Error(
+                f"S3 {op} {self._url(key)} failed: no answer from the endpoint "
+                f"{self.client.meta.endpoint_url} (retried for up to "
+                f"{patience.current().retry_seconds:g} s): {e}"
+            )
         hint = ""
         if (
             isinstance(e, ClientError)
@@ -660,6 +695,54 @@ def _info(response: dict[str, Any]) -> ObjectInfo:
         # Content identity: two writes within one second (S3 times are whole seconds) differ.
         version=response["ETag"],
     )
+
+
+class _Retries:
+    """botocore's standard retry conditions, bounded by this process's patience, no quota.
+
+    Replaces the standard mode's handler on the client (see the module's docstring).
+    """
+
+    def __init__(self, wait: patience.Patience, endpoint: str) -> None:
+        self._wait = wait
+        self._endpoint = endpoint
+        self._adapter = standard.RetryEventAdapter()
+        # Attempts are not counted: time is. The checker needs a bound; this one never binds.
+        self._conditions = standard.StandardRetryConditions(max_attempts=1_000_000)
+
+    def install(self, client: Any) -> None:
+        events = client.meta.events
+        name = client.meta.service_model.service_id.hyphenize()
+        unique_id = f"retry-config-{name}"  # the standard handler's, so ours replaces it
+        events.unregister(f"needs-retry.{name}", unique_id=unique_id)
+        events.register(f"needs-retry.{name}", self.needs_retry, unique_id=unique_id)
+        events.register(f"request-created.{name}", self.started)
+
+    @staticmethod
+    def started(request: Any, **kwargs: Any) -> None:
+        """Note when a request's first attempt began (the context outlives its attempts)."""
+        request.context.setdefault(_STARTED, time.monotonic())
+
+    def needs_retry(self, **kwargs: Any) -> float | None:
+        """Seconds to wait before the next attempt, or None to give up (botocore's protocol)."""
+        if not self._conditions.is_retryable(self._adapter.create_retry_context(**kwargs)):
+            return None
+        context = kwargs["request_dict"]["context"]
+        now = time.monotonic()
+        elapsed = now - context.get(_STARTED, now)
+        ceiling = min(0.5 * 2 ** (kwargs["attempts"] - 1), self._wait.max_backoff)
+        delay = random.random() * ceiling  # full jitter: many threads do not retry in step
+        if elapsed + delay > self._wait.retry_seconds:
+            return None
+        if elapsed >= WARN_AFTER_SECONDS and not context.get(_WARNED):
+            context[_WARNED] = True
+            logger.warning(
+                "S3 endpoint %s has not answered for %.0f s; retrying for up to %g s",
+                self._endpoint,
+                elapsed,
+                self._wait.retry_seconds,
+            )
+        return delay
 
 
 class _KnownObject(BaseSubscriber):

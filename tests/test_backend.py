@@ -17,6 +17,7 @@ import random
 import statistics
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -27,7 +28,7 @@ from toil.common import Config, Toil
 from toil.job import JobDescription
 
 from jobstore import JobStore, layout
-from jobstore.backend import Backend, DirEntry, NotFound, ObjectInfo, StoreExists
+from jobstore.backend import Backend, DirEntry, NotFound, ObjectInfo, StoreExists, VersionGone
 from jobstore.locator import BACKENDS, InvalidLocator, Locator, Registration, parse_locator
 from tests.reliability_lib import forkserver, store_env
 
@@ -242,7 +243,7 @@ def test_stat_exists_and_executable(backend: Backend, tmp_path: Path) -> None:
     for key, size in (("b", 5), ("f", 10), ("w", 1)):
         for executable in (True, False):
             info = backend.stat(f"{key}/{executable}")
-            assert info == ObjectInfo(size, executable, info.mtime)
+            assert (info.size, info.executable) == (size, executable) and info.version
             assert before - 5 < info.mtime < time.time() + 5
             assert backend.exists(f"{key}/{executable}")
             out = tmp_path / f"{key}-{executable}"
@@ -335,7 +336,7 @@ class MemoryBackend(Backend):
     ``BACKENDS``, are all it takes for ``JobStore`` and Toil to use it.
     """
 
-    _stores: dict[str, dict[str, tuple[bytes, bool, float]]] = {}
+    _stores: dict[str, dict[str, tuple[bytes, bool, float, str]]] = {}
     _lock = threading.Lock()
 
     def __init__(self, name: str) -> None:
@@ -352,7 +353,7 @@ class MemoryBackend(Backend):
         return cls(locator.location)
 
     @property
-    def _objects(self) -> dict[str, tuple[bytes, bool, float]]:
+    def _objects(self) -> dict[str, tuple[bytes, bool, float, str]]:
         return self._stores.setdefault(self.name, {})
 
     def initialize(self) -> None:
@@ -364,7 +365,7 @@ class MemoryBackend(Backend):
         self._stores.pop(self.name, None)
 
     def put_bytes(self, key: str, data: bytes, executable: bool = False) -> None:
-        self._objects[key] = (bytes(data), executable, time.time())
+        self._objects[key] = (bytes(data), executable, time.time(), uuid.uuid4().hex)
 
     def put_file(self, key: str, path: str, executable: bool = False) -> None:
         self.put_bytes(key, Path(path).read_bytes(), executable)
@@ -391,6 +392,16 @@ class MemoryBackend(Backend):
     def reader(self, key: str) -> BinaryIO:
         return io.BytesIO(self.get_bytes(key))
 
+    @contextlib.contextmanager
+    def open_version(
+        self, key: str, start: int = 0, version: str | None = None
+    ) -> Iterator[tuple[ObjectInfo, BinaryIO]]:
+        info = self.stat(key)
+        data = self.get_bytes(key)
+        if version is not None and info.version != version:
+            raise VersionGone(key)
+        yield info, io.BytesIO(data[start:])
+
     def get_file(self, key: str, path: str) -> ObjectInfo:
         info = self.stat(key)
         Path(path).write_bytes(self.get_bytes(key))
@@ -399,10 +410,10 @@ class MemoryBackend(Backend):
 
     def stat(self, key: str) -> ObjectInfo:
         try:
-            data, executable, mtime = self._objects[key]
+            data, executable, mtime, version = self._objects[key]
         except KeyError:
             raise NotFound(key) from None
-        return ObjectInfo(len(data), executable, mtime)
+        return ObjectInfo(len(data), executable, mtime, version)
 
     def url(self, key: str) -> str:
         self.stat(key)

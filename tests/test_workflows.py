@@ -16,6 +16,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from toil.jobStores.abstractJobStore import NoSuchJobStoreException
@@ -231,3 +232,46 @@ def test_damaged_store_restarts(store_locator: str, tmp_path: Path) -> None:
     toil_cli("clean", store_locator, cwd=workdir)
     with pytest.raises(NoSuchJobStoreException):
         JobStore(store_locator).resume()
+
+
+#: File names that CWL's carriers (``toilfile:`` URLs, locations, command lines) break on.
+AWKWARD_NAMES = ["item #1.txt", "a?b.txt", "50%.txt", "sp ace.txt", "été.txt"]
+
+
+def test_cwl_runner_awkward_file_names(store_locator: str, tmp_path: Path) -> None:
+    """Inputs named with '#', '?', '%', a space and accents reach the tool; outputs so named
+    come back (Toil's own ``file:`` store passes this very run).
+
+    CWL's conformance test ``filename_with_hash_mark``, widened: a '#' in a file ID once
+    cut every ``toilfile:`` location short (``KeyError: 'toilfile:...item '``).
+    """
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    job = ["files:"]
+    for name in AWKWARD_NAMES:
+        (inputs / name).write_text(f"content of {name}\n")
+        # As in CWL's octo.yml: a location is a URL, quoted ("item %231.txt").
+        job += ["  - class: File", f"    location: {json.dumps('in/' + quote(name))}"]
+    (tmp_path / "job.yml").write_text("\n".join(job) + "\n")
+    out = tmp_path / "out"
+    proc = run(
+        [
+            os.path.join(VENV_BIN, "toil-cwl-runner"),
+            "--jobStore",
+            store_locator,
+            "--outdir",
+            str(out),
+            *COMMON_OPTIONS,
+            "--relax-path-checks",  # cwltool's strict mode refuses these names itself
+            str(WORKFLOWS / "names.cwl"),
+            "job.yml",
+        ],
+        cwd=tmp_path,
+    )
+    outputs = json.loads(proc.stdout)
+    expected_index = "".join(f"{name}=content of {name}\n" for name in AWKWARD_NAMES)
+    assert (out / "index.out").read_text() == expected_index
+    copies = sorted(f"copy of {name}" for name in AWKWARD_NAMES)
+    assert sorted(c["basename"] for c in outputs["copies"]) == copies
+    for name in AWKWARD_NAMES:
+        assert (out / f"copy of {name}").read_text() == f"content of {name}\n"

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from jobstore import patience
 from jobstore.locator import InvalidLocator, parse_locator, usage
 from jobstore.mount import daemon_lock_path, mount_device
 
@@ -44,6 +45,7 @@ class CommandError(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    patience.set_interactive()  # a person waits: report an unreachable store in seconds
     try:
         if args.command == "mount":
             return _mount(args)
