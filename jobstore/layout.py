@@ -13,6 +13,8 @@ Layout (every backend stores the same keys)::
     hints/<hint-path>                   slot claims and tombstones for hinted IDs
     logs/<time>-<unique>                one object per log message, in write order
     meta/log-cursor.json                which log messages the leader has read
+    meta/leader/<generation>            one object per leader, never rewritten
+    meta/leader/<generation>.beat       that leader's heartbeat, rewritten by it alone
 
 File IDs come in three shapes, told apart by their first component (hints are
 sanitised to ``[A-Za-z0-9_.-]`` so they can never start with ``@``)::
@@ -38,7 +40,9 @@ JOBS = "jobs/"
 FILES = "files/"
 HINTS = "hints/"
 LOGS = "logs/"
-LOG_CURSOR = "meta/log-cursor.json"
+META = "meta/"
+LOG_CURSOR = META + "log-cursor.json"
+LEADER = META + "leader/"
 CONFIG = SHARED + "config.pickle"
 
 ANON = "@anon"
@@ -197,3 +201,32 @@ def new_log_key(now_ns: int | None = None) -> str:
 def log_key_floor(now_ns: int) -> str:
     """The smallest log key that a message written at ``now_ns`` or later can have."""
     return f"{LOGS}{now_ns:020d}"
+
+
+# ----------------------------------------------------------------- leader
+
+_GENERATION = re.compile(r"[0-9]{12}")
+
+
+def leader_claim_key(generation: int) -> str:
+    """The claim of the ``generation``-th leader; zero-padded so keys sort by generation."""
+    return f"{LEADER}{generation:012d}"
+
+
+def leader_beat_key(generation: int) -> str:
+    return leader_claim_key(generation) + ".beat"
+
+
+def leader_generation(key: str) -> int | None:
+    """The generation a claim key names; None for heartbeats and anything else."""
+    name = key[len(LEADER) :] if key.startswith(LEADER) else ""
+    return int(name) if _GENERATION.fullmatch(name) else None
+
+
+def stored_in_clear(key: str) -> bool:
+    """Whether an encrypting backend must store ``key`` unencrypted.
+
+    The config (it names the key) and the leader's claims: any process, even
+    one that has not read the config (``toil clean``), must tell who leads.
+    """
+    return key == CONFIG or key.startswith(LEADER)

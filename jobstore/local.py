@@ -20,7 +20,7 @@ import shutil
 import stat
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -32,6 +32,7 @@ TMP_DIR = ".tmp"
 STALE_TMP_SECONDS = 24 * 3600
 _COPY_CHUNK = 8 * 1024 * 1024
 _DIR_MODE = 0o700
+_EXCL = os.O_WRONLY | os.O_CREAT | os.O_EXCL
 
 
 def _fsync_enabled() -> bool:
@@ -154,30 +155,48 @@ class LocalBackend(Backend):
         # writer() without its buffered file object: job descriptions and logs come this way.
         fd, tmp_path = self._tmp_file()
         try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                if self._fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+            self._fill(fd, data)
             self._publish(tmp_path, key, executable)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_path)
             raise
 
+    def _fill(self, fd: int, data: bytes) -> None:
+        """Write all of ``data`` to a new temporary file and close it."""
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if self._fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
     def put_file(self, key: str, path: str, executable: bool = False) -> None:
         with open(path, "rb") as src, self.writer(key, executable) as dst:
             # copyfileobj on real files uses sendfile/copy_file_range: kernel-side copies.
             _copy_fd(src, dst)
 
-    def put_if_absent(self, key: str) -> bool:
+    def put_if_absent(self, key: str, data: bytes = b"") -> bool:
+        if not data:  # hint claims: one O_EXCL create, nothing to be seen half-written
+            return self._create_new(key, lambda dest: os.close(os.open(dest, _EXCL, 0o600)))
+        # With data, the complete object is linked into place: link(2) fails when the
+        # name exists (atomically, on NFS too), and a reader never sees a partial file.
+        fd, tmp_path = self._tmp_file()
+        try:
+            self._fill(fd, data)
+            return self._create_new(key, lambda dest: os.link(tmp_path, dest))
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_path)
+
+    def _create_new(self, key: str, create: Callable[[str], None]) -> bool:
+        """Run ``create(path)``, making parents as needed; False when the object exists."""
         dest = self._path(key)
         for _ in range(10):
             try:
-                os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                create(dest)
                 return True
             except FileExistsError:
                 return False

@@ -38,7 +38,7 @@ from toil.jobStores.abstractJobStore import (
     NoSuchJobStoreException,
 )
 
-from jobstore import layout
+from jobstore import layout, leader
 from jobstore.backend import Backend, NotFound, StoreExists
 from jobstore.locator import Locator, parse_locator
 
@@ -84,6 +84,7 @@ class JobStore(AbstractJobStore, HintedJobStore):
         super().__init__(self._parsed.canonical)
         self.backend: Backend = backend if backend is not None else self._parsed.open_backend()
         self._batch: list[JobDescription] | None = None
+        self._creating = False
 
     def __repr__(self) -> str:
         return f"JobStore({self.locator!r})"
@@ -91,24 +92,59 @@ class JobStore(AbstractJobStore, HintedJobStore):
     # ============================================================ lifecycle
 
     def initialize(self, config: Config) -> None:
+        """Create the store, atomically: of several racing initializers exactly one wins.
+
+        The winner is the one whose config object is created (``put_if_absent``);
+        it becomes the store's leader. Everyone else gets JobStoreExistsException.
+        """
         try:
             self.backend.initialize()
         except StoreExists as e:
-            raise JobStoreExistsException(self.locator, self._parsed.scheme) from e
+            raise JobStoreExistsException(*self._locator_parts()) from e
         # Before the config is written: backends store config.pickle as it is (in
         # the clear) so that resume() can read it, and apply settings to the rest.
         self.backend.configure(config)
-        super().initialize(config)
+        self._creating = True
+        try:
+            super().initialize(config)  # calls write_config()
+        finally:
+            self._creating = False
+        leader.claim(self.backend, self.locator)
+
+    def write_config(self) -> None:
+        """Create the config (initialize), or rewrite it as the store's one leader (restart).
+
+        Toil's ``--restart`` rewrites the config before it announces itself with
+        ``write_leader_pid``: the claim must come first, or a second leader
+        would overwrite a running one's config before being refused.
+        """
+        if self._creating:
+            data = pickle.dumps(self.config, pickle.HIGHEST_PROTOCOL)
+            if not self.backend.put_if_absent(layout.CONFIG, data):
+                raise JobStoreExistsException(*self._locator_parts())
+            return
+        leader.claim(self.backend, self.locator)
+        super().write_config()
+
+    def write_leader_pid(self) -> None:
+        leader.announce(self.backend, self.locator)
+        super().write_leader_pid()
 
     def resume(self) -> None:
         try:
             super().resume()
         except NoSuchFileException:
-            raise NoSuchJobStoreException(self.locator, self._parsed.scheme) from None
+            raise NoSuchJobStoreException(*self._locator_parts()) from None
         self.backend.configure(self.config)
 
     def destroy(self) -> None:
+        """Delete the store; refused (LeaderRunning) while another process leads it."""
+        leader.check_destroy(self.backend, self.locator)
         self.backend.destroy()
+
+    def _locator_parts(self) -> tuple[str, str]:
+        """(locator without its scheme, scheme): what Toil's locator exceptions join with ':'."""
+        return self.locator.split(":", 1)[1], self._parsed.scheme
 
     def get_env(self) -> dict[str, str]:
         return self.backend.env()

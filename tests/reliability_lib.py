@@ -194,9 +194,11 @@ PRELOAD = [
     "jobstore.store",
     "jobstore.local",
     "jobstore.s3",
+    "jobstore.leader",
     "tests.reliability_lib",
     "tests.test_reliability_kill",
     "tests.test_reliability_concurrency",
+    "tests.test_leader",
 ]
 
 
