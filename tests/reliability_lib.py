@@ -198,7 +198,7 @@ PRELOAD = [
     "tests.reliability_lib",
     "tests.test_reliability_kill",
     "tests.test_reliability_concurrency",
-    "tests.test_leader",
+    "tests.test_reliability_leader",
 ]
 
 
@@ -393,6 +393,20 @@ def table(lines: list[dict[str, Any]]) -> str:
             "Concurrency: processes x operations (log messages read once)",
             get("concurrency", "local", "{processes} x {ops_per_process} ({log_messages})"),
             get("concurrency", "s3", "{processes} x {ops_per_process} ({log_messages})"),
+        )
+    )
+    rows.append(
+        (
+            "Racing initializers: rounds x processes (rounds with exactly one winner)",
+            get("leader", "initialize:local", "{rounds} x {racers} ({winners})"),
+            get("leader", "initialize:s3", "{rounds} x {racers} ({winners})"),
+        )
+    )
+    rows.append(
+        (
+            "Second Toil leader beside a live one: refused after (s)",
+            get("leader", "refused:local", "{seconds}"),
+            get("leader", "refused:s3", "{seconds}"),
         )
     )
     rows.append(
