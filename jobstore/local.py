@@ -184,9 +184,19 @@ class LocalBackend(Backend):
         # With data, the complete object is linked into place: link(2) fails when the
         # name exists (atomically, on NFS too), and a reader never sees a partial file.
         fd, tmp_path = self._tmp_file()
+
+        def link(dest: str) -> None:
+            try:
+                os.link(tmp_path, dest)
+            except FileExistsError:
+                # NFS may answer a retransmitted, successful link with EEXIST; the link
+                # count of our own file tells (open(2)'s advice for lock files on NFS).
+                if os.stat(tmp_path).st_nlink < 2:
+                    raise
+
         try:
             self._fill(fd, data)
-            return self._create_new(key, lambda dest: os.link(tmp_path, dest))
+            return self._create_new(key, link)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_path)
