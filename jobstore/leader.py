@@ -107,8 +107,12 @@ def _node() -> str:
 
 
 def _process_started(pid: int) -> float | None:
+    """When process ``pid`` started; None when it is gone (a zombie is gone: it runs no more)."""
     try:
-        return round(psutil.Process(pid).create_time(), 2)
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return round(process.create_time(), 2)
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return None
     except psutil.AccessDenied:
@@ -174,7 +178,8 @@ def alive(backend: Backend, holder: Holder) -> bool:
     if holder.node == _node():
         started = _process_started(holder.pid)
         return started is not None and started in (holder.started, -1.0)
-    last = max(holder.since, float(beat.get("time", 0)))
+    beat_time = beat.get("time")
+    last = max(holder.since, beat_time if isinstance(beat_time, (int, float)) else 0.0)
     return time.time() - last < EXPIRY
 
 

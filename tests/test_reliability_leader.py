@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from toil.common import Config
 from toil.jobStores.abstractJobStore import JobStoreExistsException
@@ -423,3 +425,30 @@ def test_killed_leader_on_another_machine_expires(
 def _beat_time(store: JobStore, holder: leader.Holder) -> float:
     beat = json.loads(store.backend.get_bytes(layout.leader_beat_key(holder.generation)))
     return float(beat["time"])
+
+
+def test_unreaped_killed_leader_is_dead(store_locator: str) -> None:
+    """A SIGKILLed leader whose parent has not reaped it yet (a zombie) leads no more."""
+    code = (
+        "from jobstore import JobStore; from toil.common import Config; import time\n"
+        f"s = JobStore({store_locator!r}); s.initialize(Config()); s.write_leader_pid()\n"
+        "print('leading', flush=True); time.sleep(120)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], env=toil_env(), stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "leading\n"
+        os.kill(child.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "the killed child never became a zombie"
+            time.sleep(0.05)
+        store = JobStore(store_locator)
+        store.resume()
+        store.write_config()  # not refused: the zombie runs no more
+        _, holder = leader.current(store.backend)
+        assert holder is not None and holder.pid == os.getpid()
+    finally:
+        child.kill()
+        child.wait()
