@@ -7,8 +7,12 @@
   ``scripts/reliability`` 500.
 * Leaders: two Toil leaders started together on a fresh locator; ``--restart``
   and ``toil clean`` beside a live leader (refused), ``toil status`` beside it
-  (works); ``--restart`` after a SIGKILL (takes over at once); claims from
-  another machine, with a stale or a fresh heartbeat.
+  (works); ``--restart`` after a SIGKILL (takes over at once, a zombie too);
+  claims from another machine, with a stale or a fresh heartbeat; a real
+  leader's heartbeat renewed, released at exit, expired after a SIGKILL.
+
+Every wait is bounded; Toil runs are the reliability workflow, whose last job
+waits at a gate the test opens.
 """
 
 from __future__ import annotations
