@@ -404,6 +404,13 @@ def table(lines: list[dict[str, Any]]) -> str:
     )
     rows.append(
         (
+            "Racing takeovers of a dead leader: rounds x processes (rounds with one winner)",
+            get("leader", "takeover:local", "{rounds} x {racers} ({winners})"),
+            get("leader", "takeover:s3", "{rounds} x {racers} ({winners})"),
+        )
+    )
+    rows.append(
+        (
             "Second Toil leader beside a live one: refused after (s)",
             get("leader", "refused:local", "{seconds}"),
             get("leader", "refused:s3", "{seconds}"),

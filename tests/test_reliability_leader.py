@@ -456,3 +456,71 @@ def test_unreaped_killed_leader_is_dead(store_locator: str) -> None:
     finally:
         child.kill()
         child.wait()
+
+
+TAKEOVER_ROUNDS = bound(25, 200)
+
+
+def takeover_main(n: int, locators: list[str], env: dict[str, str], barrier: Any, out: Any) -> None:
+    """One racing process: for each store (its leader dead), restart it as Toil does."""
+    os.environ.update(env)
+    first: Any = None
+    for round_no, locator in enumerate(locators):
+        store = JobStore(locator)
+        _share_connection(store, first)
+        first = first or store.backend
+        store.resume()
+        barrier.wait(60)
+        try:
+            store.write_config()  # the first thing --restart writes
+            out.put((round_no, n, "won", "", os.getpid()))
+        except leader.LeaderRunning as e:
+            out.put((round_no, n, "lost", str(e), os.getpid()))
+        except BaseException:
+            out.put((round_no, n, "error", traceback.format_exc(), os.getpid()))
+    barrier.wait(60)  # a winner that exited would be a dead leader, rightly taken over
+
+
+def test_racing_takeovers_one_wins(store_locator: str) -> None:
+    """Several restarts find the leader dead at once: exactly one takes over, the rest are
+    refused naming it."""
+    locators = [f"{store_locator}-{i}" for i in range(TAKEOVER_ROUNDS)]
+    for locator in locators:
+        store = JobStore(locator)
+        store.initialize(Config())
+        _foreign_claim(store, beat_age=leader.EXPIRY + 1)  # its last leader: dead
+    ctx = forkserver()
+    barrier = ctx.Barrier(RACERS)
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=takeover_main, args=(n, locators, _env(), barrier, out))
+        for n in range(RACERS)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        results = [out.get(timeout=120) for _ in range(TAKEOVER_ROUNDS * RACERS)]
+        for p in procs:
+            p.join(60)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+    errors = [r for r in results if r[2] == "error"]
+    assert not errors, errors[0][3]
+    for round_no, locator in enumerate(locators):
+        mine = [r for r in results if r[0] == round_no]
+        winners = [r for r in mine if r[2] == "won"]
+        assert len(winners) == 1, f"round {round_no}: {len(winners)} leaders took over: {mine}"
+        pid = winners[0][4]
+        for loser in (r for r in mine if r[2] == "lost"):
+            assert f"is led by pid {pid} on host" in loser[3], loser[3]
+        generation, holder = leader.current(JobStore(locator).backend)
+        assert generation == 3 and holder is not None and holder.pid == pid
+    record(
+        "leader",
+        f"takeover:{store_locator.split(':')[0]}",
+        rounds=TAKEOVER_ROUNDS,
+        racers=RACERS,
+        winners=TAKEOVER_ROUNDS,
+    )
