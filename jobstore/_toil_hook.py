@@ -7,6 +7,8 @@ Toil import, so processes that never use Toil pay nothing); when ``toil.common``
 or ``toil.options.common`` is first imported, the finder patches it:
 
 * ``Toil.getJobStore`` returns our :class:`~jobstore.store.JobStore` for our schemes;
+* our warnings (stray objects, a leader taken over) stay in the run's logs,
+  which Toil would otherwise silence as an "exotic" package's;
 * ``parse_jobstore`` and ``Toil.canonical_locator`` make relative ``local:``
   paths absolute on the leader, before the locator is handed to workers;
 * a locator that names no store (``local:`` with no path, ``locl:/x``) is one
@@ -222,10 +224,33 @@ def _make_interactive() -> None:
     sys.excepthook = excepthook
 
 
+def _patch_logging(module: ModuleType) -> None:
+    """Keep our store's warnings in Toil's logs.
+
+    Toil sets every package logger it finds to CRITICAL when it configures
+    logging; the job store is part of the run, not an exotic package, so its
+    logger goes back to the level of the run's logs.
+    """
+    original: Any = module.suppress_exotic_logging
+    if getattr(original, "_jobstore_patched", False):
+        return
+
+    def suppress_exotic_logging(local_logger: str) -> None:
+        original(local_logger)
+        import logging
+
+        logging.getLogger("jobstore").setLevel(logging.NOTSET)
+
+    suppress_exotic_logging.__doc__ = original.__doc__
+    suppress_exotic_logging._jobstore_patched = True  # type: ignore[attr-defined]
+    module.suppress_exotic_logging = suppress_exotic_logging  # type: ignore[attr-defined]
+
+
 _PATCHERS: dict[str, Callable[[ModuleType], None]] = {
     "toil.common": _patch_common,
     "toil.options.common": _patch_options,
     "toil.worker": _patch_worker,
+    "toil.statsAndLogging": _patch_logging,
 }
 
 

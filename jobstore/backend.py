@@ -139,7 +139,10 @@ class Backend(ABC):
     def initialize(self) -> None:
         """Create the container for a new store.
 
-        Raises :class:`StoreExists` when the location already holds data.
+        Raises :class:`StoreExists` when the location already holds data. This
+        check is only a quick, clear refusal: two racing initializers may both
+        pass it. The race is decided by creating the store's config with
+        :meth:`put_if_absent` (see ``JobStore.initialize``).
         """
 
     @abstractmethod
@@ -198,8 +201,13 @@ class Backend(ABC):
         """Stream an object in; it appears only when the block exits without an exception."""
 
     @abstractmethod
-    def put_if_absent(self, key: str) -> bool:
-        """Create an empty object unless one exists; True when this call created it."""
+    def put_if_absent(self, key: str, data: bytes = b"") -> bool:
+        """Create an object holding ``data`` unless one exists; True when this call created it.
+
+        Atomic against every other writer of ``key``: of several racing calls
+        exactly one returns True, and nobody ever sees the object part-written.
+        Claims (hinted file names, a new store's config, the leader) rest on this.
+        """
 
     def put_symlink(self, key: str, target: str) -> bool:
         """Store a link to the local file ``target`` instead of a copy, where the backend can.

@@ -13,6 +13,8 @@ Layout (every backend stores the same keys)::
     hints/<hint-path>                   slot claims and tombstones for hinted IDs
     logs/<time>-<unique>                one object per log message, in write order
     meta/log-cursor.json                which log messages the leader has read
+    meta/leader/<generation>            one object per leader, never rewritten
+    meta/leader/<generation>.beat       that leader's heartbeat, rewritten by it alone
     ledger/attempts/<shard>/<job-id>/<attempt>   one empty object per attempt started
     ledger/events/<time>-<unique>       what the leader saw happen, batched
     quarantine/<stamp>/<key>            objects ``jobstore fsck --repair`` moved aside
@@ -57,6 +59,7 @@ HINTS = "hints/"
 LOGS = "logs/"
 META = "meta/"
 LOG_CURSOR = META + "log-cursor.json"
+LEADER = META + "leader/"
 QUARANTINE = "quarantine/"
 LEDGER_ATTEMPTS = "ledger/attempts/"
 LEDGER_EVENTS = "ledger/events/"
@@ -362,6 +365,35 @@ def log_key_floor(now_ns: int) -> str:
     return f"{LOGS}{now_ns:020d}"
 
 
+# ----------------------------------------------------------------- leader
+
+_GENERATION = re.compile(r"[0-9]{12}")
+
+
+def leader_claim_key(generation: int) -> str:
+    """The claim of the ``generation``-th leader; zero-padded so keys sort by generation."""
+    return f"{LEADER}{generation:012d}"
+
+
+def leader_beat_key(generation: int) -> str:
+    return leader_claim_key(generation) + ".beat"
+
+
+def leader_generation(key: str) -> int | None:
+    """The generation a claim key names; None for heartbeats and anything else."""
+    name = key[len(LEADER) :] if key.startswith(LEADER) else ""
+    return int(name) if _GENERATION.fullmatch(name) else None
+
+
+def stored_in_clear(key: str) -> bool:
+    """Whether an encrypting backend must store ``key`` unencrypted.
+
+    The config (it names the key) and the leader's claims: any process, even
+    one that has not read the config (``toil clean``), must tell who leads.
+    """
+    return key == CONFIG or key.startswith(LEADER)
+
+
 # ----------------------------------------------------------------- damage
 
 
@@ -391,6 +423,11 @@ def stray_reason(key: str) -> str | None:
         return None if is_log_key(key) else "not a log message key (<time>-<unique>)"
     if key == LOG_CURSOR:
         return None
+    if key.startswith(LEADER):
+        claim = key.removesuffix(".beat")
+        if leader_generation(claim) is not None:
+            return None
+        return "not a leader claim or heartbeat (meta/leader/<generation>[.beat])"
     if key.startswith(LEDGER_ATTEMPTS):
         return _attempt_stray_reason(key)
     if key.startswith(LEDGER_EVENTS):

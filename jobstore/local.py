@@ -33,7 +33,7 @@ import shutil
 import stat
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -257,14 +257,7 @@ class LocalBackend(Backend):
         # writer() without its buffered file object: job descriptions and logs come this way.
         fd, tmp = self._tmp_file()
         try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                if self._fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+            self._fill(fd, data)
             self._publish(tmp, key, executable)
         except BaseException:
             tmp.discard()
@@ -272,17 +265,55 @@ class LocalBackend(Backend):
         finally:
             os.close(tmp.dir_fd)
 
+    def _fill(self, fd: int, data: bytes) -> None:
+        """Write all of ``data`` to a new temporary file and close it."""
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if self._fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
     def put_file(self, key: str, path: str, executable: bool = False) -> None:
         with open(path, "rb") as src, self.writer(key, executable) as dst:
             # copyfileobj on real files uses sendfile/copy_file_range: kernel-side copies.
             _copy_fd(src, dst)
 
-    def put_if_absent(self, key: str) -> bool:
+    def put_if_absent(self, key: str, data: bytes = b"") -> bool:
+        if not data:  # hint claims: one O_EXCL create, nothing to be seen half-written
+            return self._create_new(
+                key, lambda dir_fd, name: os.close(os.open(name, _NEW_FILE, 0o600, dir_fd=dir_fd))
+            )
+        # With data, the complete object is linked into place: link(2) fails when the
+        # name exists (atomically, on NFS too), and a reader never sees a partial file.
+        fd, tmp = self._tmp_file()
+
+        def link(dir_fd: int, name: str) -> None:
+            try:
+                os.link(tmp.name, name, src_dir_fd=tmp.dir_fd, dst_dir_fd=dir_fd)
+            except FileExistsError:
+                # NFS may answer a retransmitted, successful link with EEXIST; the link
+                # count of our own file tells (open(2)'s advice for lock files on NFS).
+                if os.stat(tmp.name, dir_fd=tmp.dir_fd).st_nlink < 2:
+                    raise
+
+        try:
+            self._fill(fd, data)
+            return self._create_new(key, link)
+        finally:
+            tmp.discard()
+            os.close(tmp.dir_fd)
+
+    def _create_new(self, key: str, create: Callable[[int, str], None]) -> bool:
+        """Run ``create(dir_fd, name)`` in the key's directory, made (never through a link)
+        as needed; False when the object exists."""
         parent, name = _split(key)
         for _ in range(10):
             dir_fd = self._open_dir(parent, create=True)
             try:
-                os.close(os.open(name, _NEW_FILE, 0o600, dir_fd=dir_fd))
+                create(dir_fd, name)
                 return True
             except FileExistsError:
                 return False

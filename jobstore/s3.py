@@ -41,7 +41,8 @@ wait 10 s and 60 s. Short timeouts alone would not do: a refused connection
 fails at once, and it is the retries that take the time.
 
 Encryption: when Toil's config names an ``sseKey`` (a file holding a 32-byte
-key), every object but ``shared/config.pickle`` is stored with SSE-C. As in
+key), every object but ``shared/config.pickle`` and the leader's claims
+(``layout.stored_in_clear``) is stored with SSE-C. As in
 Toil's own store, the config is read live, so the config object stays the one
 source of truth. Each encrypted object also records the MD5 of its key in its
 metadata (S3 itself returns the same digest in a header), so a read with a
@@ -276,7 +277,7 @@ class S3Backend(Backend):
         if (
             isinstance(e, ClientError)
             and op in ("GET", "HEAD")
-            and key != layout.CONFIG
+            and not layout.stored_in_clear(key)
             and e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (400, 403)
         ):
             hint = " (objects stored with SSE-C need the sseKey they were written with)"
@@ -289,7 +290,7 @@ class S3Backend(Backend):
         self._config = config
 
     def _sse_key(self, key: str) -> bytes | None:
-        if key == layout.CONFIG or self._config is None:
+        if layout.stored_in_clear(key) or self._config is None:
             return None
         path = getattr(self._config, "sseKey", None)
         if not path:
@@ -336,6 +337,9 @@ class S3Backend(Backend):
 
     def initialize(self) -> None:
         """Create the bucket when missing; refuse a prefix that already holds objects.
+
+        Racing initializers may all find the prefix empty; the conditional write
+        of the config then picks one (``JobStore.initialize``).
 
         The bucket is created with S3's defaults (private, public access
         blocked on AWS); its ACLs, policy and public-access settings are never
@@ -454,7 +458,7 @@ class S3Backend(Backend):
             upload.abort()
             raise
 
-    def put_if_absent(self, key: str) -> bool:
+    def put_if_absent(self, key: str, data: bytes = b"") -> bool:
         # A conditional write: S3 (since 2024), MinIO and Ceph RGW refuse it with
         # 412 when the key exists, so two racing claimants cannot both win.
         for _ in range(5):
@@ -462,7 +466,7 @@ class S3Backend(Backend):
                 self.client.put_object(
                     Bucket=self.bucket,
                     Key=self.prefix + key,
-                    Body=b"",
+                    Body=data,
                     IfNoneMatch="*",
                     Metadata=self._metadata(key, False),
                     **self._sse(key),

@@ -44,7 +44,7 @@ from toil.jobStores.abstractJobStore import (
     NoSuchJobStoreException,
 )
 
-from jobstore import layout, ledger
+from jobstore import layout, leader, ledger
 from jobstore.backend import Backend, NotFound, StoreExists
 from jobstore.locator import InvalidLocator, Locator, parse_locator
 
@@ -158,6 +158,7 @@ class JobStore(AbstractJobStore, HintedJobStore):
         self.backend: Backend = backend if backend is not None else self._parsed.open_backend()
         self._batch: list[JobDescription] | None = None
         self._ledger: ledger.LeaderTailer | None = None
+        self._creating = False
 
     def __repr__(self) -> str:
         return f"JobStore({self.locator!r})"
@@ -165,41 +166,73 @@ class JobStore(AbstractJobStore, HintedJobStore):
     # ============================================================ lifecycle
 
     def initialize(self, config: Config) -> None:
+        """Create the store, atomically: of several racing initializers exactly one wins.
+
+        The winner is the one whose config object is created (``put_if_absent``);
+        it becomes the store's leader. Everyone else gets JobStoreExistsException.
+        """
         try:
             self.backend.initialize()
         except StoreExists as e:
-            raise JobStoreExistsException(self.locator, self._parsed.scheme) from e
+            raise JobStoreExistsException(*self._locator_parts()) from e
         # Before the config is written: backends store config.pickle as it is (in
         # the clear) so that resume() can read it, and apply settings to the rest.
         self.backend.configure(config)
-        super().initialize(config)
-
-    def resume(self) -> None:
+        self._creating = True
         try:
-            super().resume()
-        except NoSuchFileException:
-            raise NoSuchJobStoreException(self.locator, self._parsed.scheme) from None
-        self.backend.configure(self.config)
+            super().initialize(config)  # calls write_config()
+        finally:
+            self._creating = False
+        leader.claim(self.backend, self.locator)
 
-    def destroy(self) -> None:
-        if self._ledger is not None:  # it would write the store anew
-            self._ledger.stop(flush=False)
-            self._ledger = None
-        self.backend.destroy()
+    def write_config(self) -> None:
+        """Create the config (initialize), or rewrite it as the store's one leader (restart).
 
-    # ========================================================== run ledger
+        Toil's ``--restart`` rewrites the config before it announces itself with
+        ``write_leader_pid``: the claim must come first, or a second leader
+        would overwrite a running one's config before being refused.
+        """
+        if self._creating:
+            data = pickle.dumps(self.config, pickle.HIGHEST_PROTOCOL)
+            if not self.backend.put_if_absent(layout.CONFIG, data):
+                raise JobStoreExistsException(*self._locator_parts())
+            return
+        leader.claim(self.backend, self.locator)
+        super().write_config()
 
     def write_leader_pid(self) -> None:
-        """Announce the leader, and copy what it publishes into the run ledger from now on.
+        """Announce the leader (and hold its claim), and keep the run ledger from now on.
 
-        Only a leader calls this (at start and restart), so the ledger's
-        tailer runs in the leader and nowhere else.
+        Only a leader calls this (at start and restart), so the ledger's tailer
+        of Toil's message bus runs in the leader and nowhere else.
         """
+        leader.announce(self.backend, self.locator)
         super().write_leader_pid()
         bus_path = getattr(self.config, "write_messages", None)
         if self._ledger is None and bus_path and ledger.enabled():
             self._ledger = ledger.LeaderTailer(self.backend, bus_path)
             self._ledger.start()
+
+    def resume(self) -> None:
+        try:
+            super().resume()
+        except NoSuchFileException:
+            raise NoSuchJobStoreException(*self._locator_parts()) from None
+        self.backend.configure(self.config)
+
+    def destroy(self) -> None:
+        """Delete the store; refused (LeaderRunning) while another process leads it."""
+        leader.check_destroy(self.backend, self.locator)
+        if self._ledger is not None:  # it would write the store anew
+            self._ledger.stop(flush=False)
+            self._ledger = None
+        self.backend.destroy()
+
+    def _locator_parts(self) -> tuple[str, str]:
+        """(locator without its scheme, scheme): what Toil's locator exceptions join with ':'."""
+        return self.locator.split(":", 1)[1], self._parsed.scheme
+
+    # ========================================================== run ledger
 
     def record_attempt(self, job_id: str) -> None:
         """Note in the run ledger that this worker process starts an attempt of ``job_id``."""

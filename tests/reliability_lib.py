@@ -194,9 +194,11 @@ PRELOAD = [
     "jobstore.store",
     "jobstore.local",
     "jobstore.s3",
+    "jobstore.leader",
     "tests.reliability_lib",
     "tests.test_reliability_kill",
     "tests.test_reliability_concurrency",
+    "tests.test_reliability_leader",
 ]
 
 
@@ -394,6 +396,27 @@ def table(lines: list[dict[str, Any]]) -> str:
             "Concurrency: processes x operations (log messages read once)",
             get("concurrency", "local", "{processes} x {ops_per_process} ({log_messages})"),
             get("concurrency", "s3", "{processes} x {ops_per_process} ({log_messages})"),
+        )
+    )
+    rows.append(
+        (
+            "Racing initializers: rounds x processes (rounds with exactly one winner)",
+            get("leader", "initialize:local", "{rounds} x {racers} ({winners})"),
+            get("leader", "initialize:s3", "{rounds} x {racers} ({winners})"),
+        )
+    )
+    rows.append(
+        (
+            "Racing takeovers of a dead leader: rounds x processes (rounds with one winner)",
+            get("leader", "takeover:local", "{rounds} x {racers} ({winners})"),
+            get("leader", "takeover:s3", "{rounds} x {racers} ({winners})"),
+        )
+    )
+    rows.append(
+        (
+            "Second Toil leader beside a live one: refused after (s)",
+            get("leader", "refused:local", "{seconds}"),
+            get("leader", "refused:s3", "{seconds}"),
         )
     )
     rows.append(

@@ -29,7 +29,7 @@ from toil.jobStores.abstractJobStore import (
     NoSuchJobStoreException,
 )
 
-from jobstore import JobStore
+from jobstore import JobStore, layout
 from jobstore.locator import parse_locator
 from jobstore.s3 import EncryptionKeyError, S3Backend, S3Error
 
@@ -190,9 +190,11 @@ def test_sse_c_round_trip_and_reads_without_the_key_fail(s3_locator: str, tmp_pa
             writer.write_logs("secret log")
         backend: Any = writer.backend
         prefix = f"/{backend.bucket}/{backend.prefix}"
-        # Every object went encrypted except the config (listings carry no object).
+        # Every object went encrypted except the config and the leader's claim (which
+        # toil clean must read without the config); listings carry no object.
         assert {p for p in record.clear if p.startswith(prefix)} == {
-            prefix + "shared/config.pickle"
+            prefix + "shared/config.pickle",
+            prefix + layout.leader_claim_key(1),
         }
         assert prefix + f"files/{file_id}" in record.encrypted
 
@@ -403,7 +405,14 @@ def test_deletes_are_batched(store: JobStore) -> None:
     assert record.ops == ["DeleteObjects"] * 3
     with sent(store) as record:
         store.destroy()
-    assert record.ops == ["ListObjectsV2", "DeleteObjects", "ListMultipartUploads"]
+    # Who leads (the claims, the current one), then the deletes.
+    assert record.ops == [
+        "ListObjectsV2",
+        "GetObject",
+        "ListObjectsV2",
+        "DeleteObjects",
+        "ListMultipartUploads",
+    ]
     assert list(backend.list("")) == []
 
 

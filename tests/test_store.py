@@ -450,7 +450,10 @@ def test_hostile_job_names_give_valid_ids(store: JobStore) -> None:
         assert layout.is_job_id(job.jobStoreID), job.jobStoreID
         store.create_job(job)
         assert store.load_job(job.jobStoreID).jobName == name
-    assert all(k.startswith(layout.JOBS) or k == layout.CONFIG for k in store.backend.list(""))
+    assert all(
+        k.startswith((layout.JOBS, layout.LEADER)) or k == layout.CONFIG
+        for k in store.backend.list("")
+    )
 
 
 WEIRD_BASENAMES = [
