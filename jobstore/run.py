@@ -410,7 +410,7 @@ def read_run(store: JobStore, memo: RunMemo | None = None) -> Run:
     jobs = memo.summaries(versions, load)
     return build_run(
         config=store.config,
-        leader=read_leader(store, _written_ns(store, "pid.log")),
+        leader=_our_leader(store),
         killflag=store.read_kill_flag(),
         finished=root_finished(store, jobs),
         jobs=jobs,
@@ -529,6 +529,20 @@ def _state(job: JobSummary, attempts: list[Attempt], blocked: bool, tries: int |
         tries is not None and job.remaining_try_count < tries
     )
     return "retrying" if failed_before else "ready"
+
+
+def _our_leader(store: JobStore) -> Leader:
+    """Who leads one of our stores: its leader claim says, and whether it lives, from anywhere.
+
+    Where no claim was ever made (a store older than claims), Toil's ``pid.log`` tells.
+    """
+    from jobstore import leader
+
+    _, holder = leader.current(store.backend)
+    if holder is None:
+        return read_leader(store, _written_ns(store, "pid.log"))
+    alive = leader.alive(store.backend, holder)
+    return Leader(holder.host, holder.pid, alive, int(holder.since * 1e9))
 
 
 def _written_ns(store: JobStore, shared_name: str) -> int | None:
