@@ -83,6 +83,10 @@ class Source(ABC):
         """The job ID a ``jobs/`` name stands for. Raises :class:`Missing` for no such name."""
 
     @abstractmethod
+    def job_name(self, job_id: str) -> str:
+        """The ``jobs/`` name of a job ID (the inverse of :meth:`job_id`)."""
+
+    @abstractmethod
     def job_bytes(self, job_id: str) -> tuple[ObjectInfo, bytes]:
         """The job's stored description, one version: its info and its bytes. :class:`Missing`."""
 
@@ -95,6 +99,10 @@ class Source(ABC):
         """The description those bytes hold, as Toil's ``load_job`` would give it."""
 
     # ------------------------------------------------------ stored objects
+
+    @abstractmethod
+    def file_path(self, file_id: str) -> tuple[str, ...]:
+        """Where a file ID (a job's log, say) shows under ``files/``."""
 
     @abstractmethod
     def listdir(self, kind: Kind, path: tuple[str, ...]) -> Iterator[Entry]:
