@@ -41,17 +41,27 @@ class NotFound(KeyError):
         return f"no object at key {self.key!r}"
 
 
+class VersionGone(BackendError):
+    """The version of an object a reader is pinned to is stored no more (replaced or deleted).
+
+    Raised instead of reading on in another version, which would return a mix.
+    """
+
+
 class StoreExists(BackendError):
     """``initialize`` found a store (or foreign data) where it should create one."""
 
 
 @dataclass(frozen=True)
 class ObjectInfo:
-    """What a single metadata request tells about an object."""
+    """What a single metadata request tells about one version of an object."""
 
     size: int
     executable: bool
     mtime: float
+    #: The version's identity: equal for two infos of one stored version, different for
+    #: two writes (whatever their sizes and times; S3 times are whole seconds).
+    version: str
 
 
 @dataclass(frozen=True)

@@ -342,7 +342,9 @@ def _makedirs(path: str) -> None:
 
 
 def _info(st: os.stat_result) -> ObjectInfo:
-    return ObjectInfo(st.st_size, bool(st.st_mode & stat.S_IXUSR), st.st_mtime)
+    # Every write renames a new file into place: a new inode, whatever the size and time.
+    version = f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
+    return ObjectInfo(st.st_size, bool(st.st_mode & stat.S_IXUSR), st.st_mtime, version)
 
 
 def _copy_fd(src: BinaryIO, dst: BinaryIO) -> None:

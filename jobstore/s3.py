@@ -579,10 +579,14 @@ def _md5(secret: bytes) -> str:
 
 
 def _info(response: dict[str, Any]) -> ObjectInfo:
+    """The object's info from a HEAD's or GET's headers (a ranged GET's total size)."""
+    content_range = response.get("ContentRange")  # "bytes 100-199/200"
     return ObjectInfo(
-        size=int(response["ContentLength"]),
+        size=int(content_range.rpartition("/")[2] if content_range else response["ContentLength"]),
         executable=response.get("Metadata", {}).get(_EXECUTABLE) == "1",
         mtime=response["LastModified"].timestamp(),
+        # Content identity: two writes within one second (S3 times are whole seconds) differ.
+        version=response["ETag"],
     )
 
 

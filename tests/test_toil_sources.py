@@ -1,0 +1,400 @@
+"""The view's sources over Toil's own stores, read back against Toil's own API.
+
+Stores are written by real Toil runs of ``workflows/toilstore.py`` (files every
+way Toil writes them, hints, shared files, job logs, a failed job so the store
+is kept, a follow-on waiting for it), on ``file:`` and on ``aws:`` against the
+moto server. Every source method is checked against what Toil's own API says
+of the same store, and a whole session of reading must leave the store as it
+was, byte for byte and time for time, except the kill flag when it is set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from toil.common import Config
+from toil.jobStores.abstractJobStore import AbstractJobStore
+from toil.jobStores.fileJobStore import FileJobStore
+
+from jobstore.backend import VersionGone
+from jobstore.mount.source import Kind, Missing
+from jobstore.mount.toil_sources import NoToilStore, ToilStoreSource, open_toil_source
+from jobstore.mount.view import render_description
+from tests.test_workflows import _env
+
+WORKFLOW = Path(__file__).parent / "workflows" / "toilstore.py"
+RUN_TIMEOUT = 150
+OPTIONS = [
+    "--batchSystem=single_machine",
+    "--maxCores=2",
+    "--retryCount=0",
+    "--clean=never",
+    "--logLevel=INFO",
+]
+Path_ = tuple[str, ...]
+
+
+def run_toilstore(
+    locator: str, workdir: Path, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The workflow on ``locator``; it fails (doomed does), leaving its store."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, str(WORKFLOW), locator, "--out", str(workdir / "ids.json")]
+    return subprocess.run(
+        [*args, *OPTIONS, *extra],
+        cwd=workdir,
+        env=env or _env(),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+
+
+@dataclass
+class Written:
+    """A store a finished (failed) run left, and what the run says it wrote."""
+
+    locator: str
+    ids: dict[str, str]
+    toil: AbstractJobStore
+
+
+def _written(locator: str, workdir: Path, env: dict[str, str] | None = None) -> Written:
+    proc = run_toilstore(locator, workdir, env=env)
+    assert proc.returncode != 0, "doomed must fail the run"
+    assert "doomed always fails" in proc.stdout + proc.stderr
+    from toil.common import Toil
+
+    toil = Toil.getJobStore(locator)
+    toil.resume()
+    return Written(locator, json.loads((workdir / "ids.json").read_text()), toil)
+
+
+# ============================================================ a session
+
+
+@dataclass
+class Session:
+    """Everything one source shows, read through every method."""
+
+    jobs: dict[str, bytes]
+    files: dict[Path_, bytes]
+    executable: set[Path_]
+    shared: dict[str, bytes]
+    logs: list[tuple[str, bytes]]
+
+
+def read_everything(source: ToilStoreSource) -> Session:
+    """Every job, file, shared file and log through the source, checking its methods agree."""
+    jobs: dict[str, bytes] = {}
+    for segment in range(source.job_segments()):
+        for seg, name in source.job_names(segment):
+            assert seg >= segment and "/" not in name and name not in jobs
+            job_id = source.job_id(name)
+            assert source.job_name(job_id) == name
+            info, data = source.job_bytes(job_id)
+            assert source.job_info(job_id) == info
+            assert info.size == len(data)
+            assert render_description(source.job_from_bytes(data))
+            jobs[job_id] = data
+        if segment == 0:
+            break  # segment 0 went through them all
+    files: dict[Path_, bytes] = {}
+    executable: set[Path_] = set()
+
+    def walk(path: Path_) -> None:
+        names = [e.name for e in source.listdir(Kind.FILES, path)]
+        assert names == sorted(names)
+        for e in source.listdir(Kind.FILES, path):
+            sub = (*path, e.name)
+            info = source.stat(Kind.FILES, sub)
+            if e.is_dir:
+                assert info is None
+                walk(sub)
+                continue
+            assert info is not None
+            files[sub] = _read(source, Kind.FILES, sub)
+            if info.executable:
+                executable.add(sub)
+
+    walk(())
+    shared = {
+        e.name: _read(source, Kind.SHARED, (e.name,)) for e in source.listdir(Kind.SHARED, ())
+    }
+    logs = [(e.name, _read(source, Kind.LOGS, (e.name,))) for e in source.listdir(Kind.LOGS, ())]
+    source.kill_flag()
+    source.read_run({})
+    return Session(jobs, files, executable, shared, logs)
+
+
+def _read(source: ToilStoreSource, kind: Kind, path: Path_) -> bytes:
+    """The object's bytes, also read from an offset pinned to the version first opened."""
+    info = source.stat(kind, path)
+    assert info is not None
+    with source.open(kind, path) as (opened, f):
+        data = f.read()
+    assert opened.size == len(data) and opened.version == info.version
+    if data:
+        with source.open(kind, path, start=len(data) // 2, version=opened.version) as (again, f):
+            assert again == opened and f.read() == data[len(data) // 2 :]
+    return data
+
+
+def check_against_toil(source: ToilStoreSource, written: Written, session: Session) -> None:
+    """What the source showed is what Toil's own API says of the store."""
+    toil = written.toil
+    # Jobs: each Toil lists, with the same description; no other.
+    toil_jobs = {str(j.jobStoreID): j for j in toil.jobs()}
+    assert set(session.jobs) == set(toil_jobs)
+    assert {j.jobName for j in toil_jobs.values()} >= {"doomed", "blocked"}
+    for job_id, data in session.jobs.items():
+        assert render_description(source.job_from_bytes(data)) == render_description(
+            toil_jobs[job_id]
+        )
+    # Files: each ID the run wrote shows where file_path says, with Toil's bytes.
+    for label, file_id in written.ids.items():
+        path = source.file_path(file_id)
+        assert path in session.files, (label, file_id, path)
+        with toil.read_file_stream(file_id) as f:
+            assert session.files[path] == f.read(), label
+    assert source.file_path(written.ids["script"]) in session.executable
+    assert source.file_path(written.ids["plain"]) not in session.executable
+    assert source.file_path(written.ids["hinted"])[-1] == "a.bam"
+    assert source.file_path(written.ids["hinted_again"])[-1] == "a.bam"
+    # Every file shown is one Toil has (the failed job's log among them).
+    for path, data in session.files.items():
+        file_id = file_id_of(source, path)
+        assert toil.file_exists(file_id), path
+        with toil.read_file_stream(file_id) as f:
+            assert f.read() == data
+    logged = [j.logJobStoreFileID for j in toil_jobs.values() if j.logJobStoreFileID]
+    assert logged, "the failed job's log is in the store"
+    for log_id in logged:
+        assert source.file_path(log_id) in session.files
+    # Deleted hinted files leave tombstones, which are not files.
+    hint_dir = source.file_path(written.ids["hinted"])[:-4]  # .../sample1
+    assert "deleted" not in [e.name for e in source.listdir(Kind.FILES, hint_dir)]
+    with pytest.raises(Missing):
+        source.stat(Kind.FILES, (*hint_dir, "deleted"))
+    # Shared files: Toil's, with Toil's bytes.
+    assert {"config.pickle", "rootJobStoreID", "pid.log", "my_shared.txt"} <= set(session.shared)
+    for name, data in session.shared.items():
+        with toil.read_shared_file_stream(name) as f:
+            assert f.read() == data, name
+    # Log messages: names in order, one carrying the job's messages.
+    names = [name for name, _ in session.logs]
+    assert names == sorted(names) and len(names) >= 2
+    assert any(b"root wrote its files" in data for _, data in session.logs)
+    # The run.
+    run = source.read_run({})
+    states = Counter((job.name, job.state) for job in run.jobs.values())
+    assert states[("doomed", "failed")] == 1
+    assert states[("blocked", "waiting")] == 1
+    assert run.finished is False and run.killflag is False
+    assert run.workflow_id == toil.config.workflowID
+    assert run.leader.pid == toil.read_leader_pid()
+    assert run.leader.alive is False  # the leader ran here and exited
+    assert run.leader.since_ns == source.pid_written_ns() is not None
+
+
+def file_id_of(source: ToilStoreSource, path: Path_) -> str:
+    """The file ID a path under ``files/`` stands for (the inverse of ``file_path``)."""
+    joined = "/".join(path)
+    file_id = quote(joined) if source.locator.startswith("file:") else joined
+    assert source.file_path(file_id) == path
+    return file_id
+
+
+def check_toil_logs(session: Session, read_all: Callable[..., int]) -> None:
+    """The log messages are those Toil's ``read_logs(read_all=True)`` reads (a write: last)."""
+    seen: list[bytes] = []
+    read_all(lambda f: seen.append(f.read()), read_all=True)
+    assert Counter(seen) == Counter(data for _, data in session.logs)
+
+
+def check_bad_names(source: ToilStoreSource) -> None:
+    for name in ("", ".", "..", "a/b", "nope", "kind-x+..", "kind-x+instance-y/z"):
+        with pytest.raises(Missing):
+            source.job_info(source.job_id(name))
+    for kind in Kind:
+        for path in (("..",), ("nope", "x"), ("",), (".",)):
+            with pytest.raises(Missing):
+                source.stat(kind, path)
+            with pytest.raises(Missing), source.open(kind, path):
+                pass
+
+
+# ============================================================== file:
+
+
+def snapshot_dir(root: Path) -> dict[str, tuple[Any, ...]]:
+    """Every file's digest, size, mode and times, every directory's names and times."""
+    out: dict[str, tuple[Any, ...]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        st = os.lstat(dirpath)
+        rel = os.path.relpath(dirpath, root)
+        out[rel + "/"] = (sorted(dirnames + filenames), st.st_mtime_ns, st.st_mode)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            out[os.path.join(rel, name)] = (digest, st.st_size, st.st_mode, st.st_mtime_ns)
+    return out
+
+
+@pytest.fixture(scope="module")
+def file_store(tmp_path_factory: pytest.TempPathFactory) -> Written:
+    workdir = tmp_path_factory.mktemp("toil-file")
+    return _written(f"file:{workdir / 'store'}", workdir)
+
+
+def test_file_store_read_back_against_toil(file_store: Written) -> None:
+    root = Path(file_store.locator.removeprefix("file:"))
+    before = snapshot_dir(root)
+    source = open_toil_source(file_store.locator)
+    session = read_everything(source)
+    check_bad_names(source)
+    assert snapshot_dir(root) == before, "reading changed the store"
+
+    check_against_toil(source, file_store, session)
+    assert all("+instance-" in source.job_name(j) for j in session.jobs)
+    # Toil's read_logs moves what it reads: on a copy.
+    copy = root.parent / "copy"
+    shutil.copytree(root, copy, symlinks=True)
+    toil_copy = FileJobStore(str(copy))
+    toil_copy.resume()
+    check_toil_logs(session, toil_copy.read_logs)
+
+    # The kill flag is the one thing a source writes, through Toil.
+    source.set_kill_flag(True)
+    assert source.kill_flag() is True and file_store.toil.read_kill_flag() is True
+    after = snapshot_dir(root)
+    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    assert changed == {"shared/_toil_kill_flag", "shared/"}
+    source.set_kill_flag(False)
+    assert source.kill_flag() is False and file_store.toil.read_kill_flag() is False
+
+
+def test_file_store_missing_or_bad_locators(tmp_path: Path) -> None:
+    for locator in (
+        f"file:{tmp_path / 'nothing'}",
+        f"file:{tmp_path}",
+        "local:/x",
+        "file:",
+        "nonsense",
+    ):
+        with pytest.raises(NoToilStore) as e:
+            open_toil_source(locator)
+        assert "\n" not in str(e.value)
+    assert not os.listdir(tmp_path)
+
+
+def test_file_store_reads_never_tear(tmp_path: Path) -> None:
+    """Files rewritten (update_file_stream) and jobs rewritten (update_job) while read."""
+    from toil.job import JobDescription
+
+    toil = FileJobStore(str(tmp_path / "store"))
+    toil.initialize(Config())
+    toil.write_leader_pid()
+    job = JobDescription(requirements={"memory": 1, "cores": 1, "disk": 1}, jobName="rewritten")
+    toil.assign_job_id(job)
+    toil.create_job(job)
+    with toil.write_file_stream(hints=["h"], basename="v.txt") as (f, file_id):
+        f.write(b"0" * 100_000)
+    source = open_toil_source(toil.locator if ":" in toil.locator else f"file:{toil.locator}")
+    path = source.file_path(file_id)
+    versions = {b"0" * 100_000}
+    stop = threading.Event()
+
+    def rewrite() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            data = str(n % 10).encode() * (100_000 + n % 7 * 1000)
+            versions.add(data)
+            with toil.update_file_stream(file_id) as f:
+                f.write(data)
+            job.remainingTryCount = n
+            toil.update_job(job)
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    reads = 0
+    try:
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            with source.open(Kind.FILES, path) as (info, f):
+                data = f.read()
+            assert info.size == len(data) and data in versions
+            job_info, job_data = source.job_bytes(str(job.jobStoreID))
+            assert job_info.size == len(job_data)
+            assert source.job_from_bytes(job_data).jobName == "rewritten"
+            reads += 1
+    finally:
+        stop.set()
+        writer.join(10)
+    assert reads > 10 and len(versions) > 10
+    # A reader pinned to a version that was replaced is told so, never given the new one.
+    with source.open(Kind.FILES, path) as (info, _):
+        pass
+    with toil.update_file_stream(file_id) as f:
+        f.write(b"new")
+    with pytest.raises(VersionGone), source.open(Kind.FILES, path, 1, info.version):
+        pass
+
+
+def test_file_store_live_jobs_show_up_within_a_second(tmp_path: Path) -> None:
+    """A running workflow's new jobs are listed as soon as their files exist."""
+    locator = f"file:{tmp_path / 'store'}"
+    env = _env()
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKFLOW), locator, "--out", str(tmp_path / "ids.json")]
+        + ["--chain", "8", *OPTIONS],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    jobs_dir = tmp_path / "store" / "jobs"
+    on_disk: dict[str, float] = {}
+    listed: dict[str, float] = {}
+    source: ToilStoreSource | None = None
+    try:
+        deadline = time.monotonic() + 90
+        while proc.poll() is None and time.monotonic() < deadline:
+            now = time.monotonic()
+            for job_file in jobs_dir.glob("kind-*/instance-*/job"):
+                on_disk.setdefault(str(job_file.parent.relative_to(jobs_dir)), now)
+            if source is None:
+                with contextlib.suppress(NoToilStore):
+                    source = open_toil_source(locator)
+            if source is not None:
+                for _, name in source.job_names(0):
+                    listed.setdefault(source.job_id(name), time.monotonic())
+                source.read_run({})
+            time.sleep(0.1)
+        assert proc.poll() == 0, "the chain did not finish in time"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+    chained = [j for j in on_disk if j.startswith("kind-link")]
+    assert len(chained) >= 3, on_disk
+    for job_id in chained:
+        assert job_id in listed, job_id
+        assert listed[job_id] - on_disk[job_id] < 1.0, job_id
