@@ -362,9 +362,9 @@ def test_file_store_live_jobs_show_up_within_a_second(tmp_path: Path) -> None:
     """A running workflow's new jobs are listed as soon as their files exist."""
     locator = f"file:{tmp_path / 'store'}"
     env = _env()
+    out = str(tmp_path / "ids.json")
     proc = subprocess.Popen(
-        [sys.executable, str(WORKFLOW), locator, "--out", str(tmp_path / "ids.json")]
-        + ["--chain", "8", *OPTIONS],
+        [sys.executable, str(WORKFLOW), locator, "--out", out, "--chain", "8", *OPTIONS],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,
