@@ -504,3 +504,39 @@ def test_aws_store_reads_send_the_customer_key(
     for key, headers in gets:
         sent = "x-amz-server-side-encryption-customer-key" in headers
         assert sent == (key != "config.pickle"), key
+
+
+def test_aws_store_reads_stay_on_one_version(
+    aws_store: Written,
+    moto_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Bodies cut off mid-way resume on their version; a version replaced is never mixed in."""
+    if aws_store.encrypted:
+        pytest.skip("one store is enough")
+    direct = open_toil_source(aws_store.locator)
+    expected = read_everything(direct)
+    with FaultProxy(moto_endpoint, rate=0.3, kinds=("truncate",), seed=7) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        cut = open_toil_source(aws_store.locator)
+        for path, data in expected.files.items():
+            with cut.open(Kind.FILES, path) as (info, f):
+                assert f.read() == data and info.size == len(data), path
+    assert proxy.faults["truncate"] > 3
+    assert any("cut off" in r.getMessage() for r in caplog.records), "no body was resumed"
+
+    # my_shared.txt is replaced (as Toil replaces any object: a new PUT) while a reader holds it.
+    toil = aws_store.toil
+    with direct.open(Kind.SHARED, ("my_shared.txt",)) as (info, f):
+        first = f.read(3)
+        with toil.write_shared_file_stream("my_shared.txt") as w:
+            w.write(b"replaced, and longer than before\n")
+        with (
+            pytest.raises(VersionGone),
+            direct.open(Kind.SHARED, ("my_shared.txt",), 3, info.version) as (_, g),
+        ):
+            g.read()
+    assert first == expected.shared["my_shared.txt"][:3]
+    with direct.open(Kind.SHARED, ("my_shared.txt",)) as (new, f):
+        assert f.read() == b"replaced, and longer than before\n" and new.version != info.version
