@@ -540,3 +540,37 @@ def test_aws_store_reads_stay_on_one_version(
     assert first == expected.shared["my_shared.txt"][:3]
     with direct.open(Kind.SHARED, ("my_shared.txt",)) as (new, f):
         assert f.read() == b"replaced, and longer than before\n" and new.version != info.version
+
+
+def test_file_store_spray_directories(tmp_path: Path) -> None:
+    """Toil sprays jobs, files and logs over single-letter directories when one fills up."""
+    from toil.job import JobDescription
+
+    toil = FileJobStore(str(tmp_path / "store"), fanOut=2)
+    toil.initialize(Config())
+    jobs = []
+    for i in range(12):
+        job = JobDescription(
+            requirements={"memory": 1, "cores": 1, "disk": 1}, jobName=f"name{i % 4}"
+        )
+        toil.assign_job_id(job)
+        toil.create_job(job)
+        jobs.append(str(job.jobStoreID))
+    flat = []
+    for i in range(8):
+        with toil.write_file_stream(basename=f"f{i}") as (f, file_id):
+            f.write(b"%d" % i)
+        flat.append(file_id)
+    for i in range(8):
+        toil.write_logs(f"message {i}")
+        time.sleep(0.002)  # the names' order is the files' times
+    assert any(len(p.split("/")) > 2 for p in jobs), "no job went to a spray directory"
+    assert any(len(p.split("/")) > 3 for p in flat), "no file went to a spray directory"
+
+    source = open_toil_source(f"file:{tmp_path / 'store'}")
+    assert sorted(source.job_id(n) for _, n in source.job_names(0)) == sorted(jobs)
+    session = read_everything(source)
+    assert set(session.jobs) == set(jobs)
+    for i, file_id in enumerate(flat):
+        assert session.files[source.file_path(file_id)] == b"%d" % i
+    assert [data for _, data in session.logs] == [b"message %d" % i for i in range(8)]
