@@ -27,9 +27,9 @@ FileID carries it), so nothing shows executable here. Every write is a PUT or
 a completed multipart upload: objects are replaced whole, never changed in place.
 
 The view shows file IDs as paths under ``files/``: a flat file as its uuid, a
-hinted one as its path of hints; job IDs and log keys as they are. Listings
-and stats come from ``ListObjectsV2`` (size, time and ETag at once, no key
-needed); each open is one GET whose own headers are the info, and its stream
+hinted one as its path of hints; job IDs and log keys as they are. A stat is
+one HEAD (a flat file's needs a listing of its uuid first, to find its key);
+each open is one GET whose own headers are the info, and its stream
 stays on that version: a body cut off is resumed by a ranged GET with
 ``IfMatch`` on its ETag, and a version replaced meanwhile raises
 :class:`~jobstore.backend.VersionGone` rather than read on in another.
@@ -259,11 +259,16 @@ class AwsStoreSource(ToilStoreSource):
         return next((item["Key"] for item in self._list(prefix, max_keys=1)), None)
 
     def _info(self, key: str) -> ObjectInfo:
-        """The object's info from a listing (no key needed); :class:`Missing`."""
-        item = next(iter(self._list(key, max_keys=1)), None)
-        if item is None or item["Key"] != key:
-            raise Missing(key)
-        return ObjectInfo(item["Size"], False, item["LastModified"].timestamp(), item["ETag"])
+        """The object's info from a HEAD; :class:`Missing`."""
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key, **self._sse(key))
+        except ClientError as e:
+            if str(e.response.get("Error", {}).get("Code", "")) in _NOT_FOUND:
+                raise Missing(key) from None
+            raise
+        return ObjectInfo(
+            head["ContentLength"], False, head["LastModified"].timestamp(), head["ETag"]
+        )
 
     def _sse(self, key: str) -> dict[str, Any]:
         return {} if key == _UNENCRYPTED else dict(self._store._get_encryption_args())

@@ -84,17 +84,15 @@ class ToilStoreSource(Source):
 
     def _descriptions(self) -> Iterator[tuple[str, JobDescription]]:
         """Every job that loads; a damaged one is skipped with a warning naming it."""
-        for segment in range(self.job_segments()):
-            for _, name in self.job_names(segment):
-                try:
-                    job_id = self.job_id(name)
-                    _, data = self.job_bytes(job_id)
-                    yield job_id, self.job_from_bytes(data)
-                except Missing:
-                    continue  # gone since it was listed: finished
-                except Exception as e:
-                    logger.warning("Skipping job %s of %s: it does not load: %s", name, self, e)
-            break  # job_names(0) went through every segment
+        for _, name in self.job_names(0):  # from the first segment on: all of them
+            try:
+                job_id = self.job_id(name)
+                _, data = self.job_bytes(job_id)
+                yield job_id, self.job_from_bytes(data)
+            except Missing:
+                continue  # gone since it was listed: finished
+            except Exception as e:
+                logger.warning("Skipping job %s of %s: it does not load: %s", name, self, e)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.locator!r})"
