@@ -574,3 +574,31 @@ def test_file_store_spray_directories(tmp_path: Path) -> None:
     for i, file_id in enumerate(flat):
         assert session.files[source.file_path(file_id)] == b"%d" % i
     assert [data for _, data in session.logs] == [b"message %d" % i for i in range(8)]
+
+
+def test_aws_store_run_view_fetches_only_changed_jobs(
+    aws_store: Written, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """read_run again: one listing, and a GET only of the description that changed."""
+    if aws_store.encrypted:
+        pytest.skip("one store is enough")
+    with FaultProxy(moto_endpoint, record=True) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        source = open_toil_source(aws_store.locator)
+        first = source.read_run({})
+
+        def job_gets() -> list[str]:
+            gets = [p for m, p, _ in proxy.seen if m == "GET" and "/jobs/" in p]
+            proxy.seen.clear()
+            return gets
+
+        assert len(job_gets()) == len(first.jobs) >= 3
+        assert source.read_run({}).counts() == first.counts()
+        assert job_gets() == []
+        blocked = next(j for j in aws_store.toil.jobs() if j.jobName == "blocked")
+        blocked.remainingTryCount = 0
+        aws_store.toil.update_job(blocked)
+        proxy.seen.clear()
+        again = source.read_run({})
+        assert [p.rpartition("/")[2] for p in job_gets()] == [str(blocked.jobStoreID)]
+        assert again.jobs[str(blocked.jobStoreID)].state == "failed"

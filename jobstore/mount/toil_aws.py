@@ -73,6 +73,9 @@ _RESUMES = 3
 class AwsStoreSource(ToilStoreSource):
     """A Toil ``aws:`` store, read through its bucket."""
 
+    #: GETs of descriptions side by side (boto3 clients are thread-safe; S3 takes many).
+    fetch_concurrency = 16
+
     def __init__(self, locator: str) -> None:
         try:
             store = AWSJobStore(locator.removeprefix("aws:"))
@@ -111,6 +114,13 @@ class AwsStoreSource(ToilStoreSource):
             found = _segment(job_id)
             if found >= segment:
                 yield found, job_id
+
+    def job_versions(self) -> Iterator[tuple[str, str | None]]:
+        """The listing's ETags: the run view fetches only descriptions that changed."""
+        for item in self._list(self._jobs):
+            job_id = item["Key"][len(self._jobs) :]
+            if _valid_name(job_id):
+                yield job_id, item["ETag"]
 
     def job_id(self, name: str) -> str:
         if not _valid_name(name):

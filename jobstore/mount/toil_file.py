@@ -127,6 +127,14 @@ class FileStoreSource(ToilStoreSource):
                 self._strays_seen.add(job_id)
                 logger.warning("Skipping %s: not a job directory Toil makes", job_dir)
 
+    def job_versions(self) -> Iterator[tuple[str, str | None]]:
+        """One ``stat`` a job: the run view unpickles only descriptions that changed."""
+        for job_dir in self._job_dirs():
+            job_id = os.path.relpath(job_dir, self._jobs_dir)
+            if _valid_job_id(job_id):
+                with contextlib.suppress(OSError):
+                    yield job_id, _info(os.stat(os.path.join(job_dir, JOB_FILE))).version
+
     def job_id(self, name: str) -> str:
         job_id = name.replace(JOB_SEPARATOR, "/")
         if "/" in name or not _valid_job_id(job_id):

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import logging
 import pickle
+import threading
 from abc import abstractmethod
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from toil.job import JobDescription
@@ -41,11 +43,17 @@ class NoToilStore(Exception):
 class ToilStoreSource(Source):
     """What every Toil store's source shares; the layout is the subclass's."""
 
+    #: How many descriptions :meth:`read_run` fetches side by side.
+    fetch_concurrency = 1
+
     def __init__(self, locator: str, store: AbstractJobStore) -> None:
         #: Toil's own store object, resumed: used only through methods that read,
         #: and ``write_kill_flag``.
         self.toil = store
         self.locator = locator
+        #: The descriptions the run view loaded last, by job ID: (stored version, description).
+        self._job_cache: dict[str, tuple[str, JobDescription]] = {}
+        self._cache_lock = threading.Lock()
 
     @property
     def config(self) -> Config:
@@ -71,7 +79,7 @@ class ToilStoreSource(Source):
 
     def read_run(self, event_cache: dict[str, list[Event]]) -> Run:
         """The run from the descriptions alone: Toil's stores keep no ledger."""
-        descriptions = dict(self._descriptions())
+        descriptions = self._descriptions()
         return build_run(
             config=self.config,
             leader=read_leader(self.toil, self.pid_written_ns()),
@@ -82,17 +90,45 @@ class ToilStoreSource(Source):
             events=[],
         )
 
-    def _descriptions(self) -> Iterator[tuple[str, JobDescription]]:
-        """Every job that loads; a damaged one is skipped with a warning naming it."""
+    def job_versions(self) -> Iterator[tuple[str, str | None]]:
+        """Every job's ID, with its stored version where the listing tells it cheaply."""
         for _, name in self.job_names(0):  # from the first segment on: all of them
-            try:
-                job_id = self.job_id(name)
-                _, data = self.job_bytes(job_id)
-                yield job_id, self.job_from_bytes(data)
-            except Missing:
-                continue  # gone since it was listed: finished
-            except Exception as e:
-                logger.warning("Skipping job %s of %s: it does not load: %s", name, self, e)
+            yield self.job_id(name), None
+
+    def _descriptions(self) -> dict[str, JobDescription]:
+        """Every job that loads; a damaged one is skipped with a warning naming it.
+
+        The run view asks for all of them every time it is read: a description
+        whose stored version is the one loaded last time is not fetched and
+        unpickled again, and the rest are fetched ``fetch_concurrency`` at a time.
+        """
+        with self._cache_lock:
+            cache = dict(self._job_cache)
+        fresh: dict[str, tuple[str, JobDescription]] = {}
+        todo: list[str] = []
+        for job_id, version in self.job_versions():
+            hit = cache.get(job_id)
+            if version is not None and hit is not None and hit[0] == version:
+                fresh[job_id] = hit
+            else:
+                todo.append(job_id)
+        with ThreadPoolExecutor(max(1, min(self.fetch_concurrency, len(todo)))) as pool:
+            for job_id, loaded in zip(todo, pool.map(self._load, todo), strict=True):
+                if loaded is not None:
+                    fresh[job_id] = loaded
+        with self._cache_lock:
+            self._job_cache = fresh
+        return {job_id: job for job_id, (_, job) in fresh.items()}
+
+    def _load(self, job_id: str) -> tuple[str, JobDescription] | None:
+        try:
+            info, data = self.job_bytes(job_id)
+            return info.version, self.job_from_bytes(data)
+        except Missing:
+            return None  # gone since it was listed: finished
+        except Exception as e:
+            logger.warning("Skipping job %s of %s: it does not load: %s", job_id, self, e)
+            return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.locator!r})"
