@@ -230,7 +230,8 @@ class AwsStoreSource(ToilStoreSource):
             keys = [item["Key"] for item in self._list(self._flat + path[0] + "/", max_keys=2)]
             if len(keys) == 1:
                 return keys[0]
-        files_at = path.index(HintedJobStore._HINT_FILES_DIR) if "files" in path else len(path)
+        slots = HintedJobStore._HINT_FILES_DIR
+        files_at = path.index(slots) if slots in path else len(path)
         if HintedJobStore._HINT_DELETED_DIR in path[:files_at]:
             raise Missing(path)  # tombstones
         key = self._hinted + "/".join(path)
