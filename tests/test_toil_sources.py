@@ -303,6 +303,8 @@ def test_file_store_read_back_against_toil(file_store: Written) -> None:
     root = Path(file_store.locator.removeprefix("file:"))
     source = open_toil_source(file_store.locator)
     assert all("+instance-" in name for _, name in source.job_names(0))
+    shown = {e.name for e in source.listdir(Kind.SHARED, ())}
+    assert shown == set(os.listdir(root / "shared"))  # no temporary file left after the run
 
     def read_logs_of_a_copy(callback: Callable[..., Any], read_all: bool) -> int:
         """Toil's read_logs moves what it reads: on a copy."""
@@ -468,6 +470,13 @@ def test_aws_store_read_back_against_toil(aws_store: Written) -> None:
     source = open_toil_source(aws_store.locator)
     assert source.job_segments() == 16
     client, bucket = source.client, source.bucket  # type: ignore[attr-defined]
+    top = {k for k in snapshot_bucket(client, bucket) if "/" not in k and k != "<uploads>"}
+    assert {e.name for e in source.listdir(Kind.SHARED, ())} == top
+    everything = list(source.job_names(0))
+    assert [s for s, _ in everything] == sorted(s for s, _ in everything)
+    for segment in range(16):  # a listing resumed at any segment has the rest, no more
+        rest = sorted(n for s, n in everything if s >= segment)
+        assert sorted(n for _, n in source.job_names(segment)) == rest
     read_back(
         aws_store,
         lambda: snapshot_bucket(client, bucket),
