@@ -157,6 +157,8 @@ def _read(source: ToilStoreSource, kind: Kind, path: Path_) -> bytes:
     if data:
         with source.open(kind, path, start=len(data) // 2, version=opened.version) as (again, f):
             assert again == opened and f.read() == data[len(data) // 2 :]
+    with source.open(kind, path, start=len(data), version=opened.version) as (again, f):
+        assert again == opened and f.read() == b""  # from the very end: nothing, same version
     return data
 
 
@@ -611,3 +613,30 @@ def test_aws_store_run_view_fetches_only_changed_jobs(
         again = source.read_run({})
         assert [p.rpartition("/")[2] for p in job_gets()] == [str(blocked.jobStoreID)]
         assert again.jobs[str(blocked.jobStoreID)].state == "failed"
+
+
+def test_aws_store_job_listing_by_segment(aws_store: Written) -> None:
+    """Jobs spread over every segment: each resumed listing gives exactly the rest, in order."""
+    if aws_store.encrypted:
+        pytest.skip("one store is enough")
+    from toil.job import JobDescription
+
+    toil = aws_store.toil
+    added = []
+    for i in range(48):
+        job = JobDescription(requirements={"memory": 1, "cores": 1, "disk": 1}, jobName=f"j{i}")
+        toil.assign_job_id(job)
+        toil.create_job(job)
+        added.append(str(job.jobStoreID))
+    try:
+        source = open_toil_source(aws_store.locator)
+        everything = list(source.job_names(0))
+        assert set(added) <= {n for _, n in everything}
+        assert len({s for s, _ in everything}) >= 12  # uuids start with any hex digit
+        assert [s for s, _ in everything] == sorted(s for s, _ in everything)
+        for segment in range(source.job_segments()):
+            rest = [n for s, n in everything if s >= segment]
+            assert [n for _, n in source.job_names(segment)] == rest
+    finally:
+        for job_id in added:
+            toil.delete_job(job_id)
