@@ -119,7 +119,7 @@ class FileStoreSource(ToilStoreSource):
     def job_names(self, segment: int) -> Iterator[tuple[int, str]]:
         if segment != 0:
             return
-        for job_dir in self._job_dirs():
+        for job_dir, _ in self._job_dirs():
             job_id = os.path.relpath(job_dir, self._jobs_dir)
             if _valid_job_id(job_id):
                 yield 0, self.job_name(job_id)
@@ -128,12 +128,11 @@ class FileStoreSource(ToilStoreSource):
                 logger.warning("Skipping %s: not a job directory Toil makes", job_dir)
 
     def job_versions(self) -> Iterator[tuple[str, str | None]]:
-        """One ``stat`` a job: the run view unpickles only descriptions that changed."""
-        for job_dir in self._job_dirs():
+        """The listing's ``stat``: the run view unpickles only descriptions that changed."""
+        for job_dir, st in self._job_dirs():
             job_id = os.path.relpath(job_dir, self._jobs_dir)
             if _valid_job_id(job_id):
-                with contextlib.suppress(OSError):
-                    yield job_id, _info(os.stat(os.path.join(job_dir, JOB_FILE))).version
+                yield job_id, _info(st).version
 
     def job_id(self, name: str) -> str:
         job_id = name.replace(JOB_SEPARATOR, "/")
@@ -158,8 +157,9 @@ class FileStoreSource(ToilStoreSource):
             raise Missing(job_id)
         return os.path.join(self._jobs_dir, job_id, JOB_FILE)
 
-    def _job_dirs(self) -> Iterator[str]:
-        """Every job's directory with a job in it, as Toil's ``jobs()`` walks them."""
+    def _job_dirs(self) -> Iterator[tuple[str, os.stat_result]]:
+        """Every job's directory with a job in it, as Toil's ``jobs()`` walks them, and
+        the ``stat`` of its job file."""
         for holder in self._spray(self._jobs_dir):
             for kind in _names(holder):
                 if not kind.startswith(FileJobStore.JOB_NAME_DIR_PREFIX):
@@ -168,8 +168,12 @@ class FileStoreSource(ToilStoreSource):
                     for instance in _names(parent):
                         if instance.startswith(FileJobStore.JOB_DIR_PREFIX):
                             job_dir = os.path.join(parent, instance)
-                            if os.path.isfile(os.path.join(job_dir, JOB_FILE)):
-                                yield job_dir
+                            try:
+                                st = os.stat(os.path.join(job_dir, JOB_FILE))
+                            except OSError:
+                                continue  # an ID assigned, no job stored (yet), or gone
+                            if stat.S_ISREG(st.st_mode):
+                                yield job_dir, st
 
     @staticmethod
     def _spray(root: str) -> Iterator[str]:
