@@ -585,6 +585,11 @@ def test_file_store_spray_directories(tmp_path: Path) -> None:
     for i, file_id in enumerate(flat):
         assert session.files[source.file_path(file_id)] == b"%d" % i
     assert [data for _, data in session.logs] == [b"message %d" % i for i in range(8)]
+    # The leader reads them: moves them from the inbox to the archive. Same names, same bytes.
+    assert toil.read_logs(lambda f: None) == 8
+    for name, data in session.logs:
+        assert _read(source, Kind.LOGS, (name,)) == data
+    assert [e.name for e in source.listdir(Kind.LOGS, ())] == [n for n, _ in session.logs]
 
 
 def test_aws_store_run_view_fetches_only_changed_jobs(

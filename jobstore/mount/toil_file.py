@@ -110,6 +110,8 @@ class FileStoreSource(ToilStoreSource):
             os.path.join(root, FileJobStore.STATS_ARCHIVE_DIR),
         )
         self._strays_seen: set[str] = set()
+        #: Where the last listing of ``logs/`` found each message, by file name.
+        self._log_paths: dict[str, str] = {}
 
     # ------------------------------------------------------------------ jobs
 
@@ -291,6 +293,7 @@ class FileStoreSource(ToilStoreSource):
 
     def _logs(self) -> set[str]:
         names: dict[str, str] = {}
+        paths: dict[str, str] = {}
         for name, path in self._log_files():
             if name in names:
                 continue
@@ -300,6 +303,8 @@ class FileStoreSource(ToilStoreSource):
                 continue  # moved to the archive since: found there (the walk is not over)
             if stat.S_ISREG(st.st_mode):
                 names[name] = _stamp(st.st_mtime_ns) + "-" + name
+                paths[name] = path
+        self._log_paths = paths
         return set(names.values())
 
     @contextlib.contextmanager
@@ -310,10 +315,17 @@ class FileStoreSource(ToilStoreSource):
         if len(path) != 1 or len(path[0]) <= _STAMP_LEN + 1 or "/" in path[0]:
             raise Missing(path)
         stamp, file_name = path[0][:_STAMP_LEN], path[0][_STAMP_LEN + 1 :]
-        for _ in range(2):  # once more when the leader moved it between finding and opening
-            found = next((p for name, p in self._log_files() if name == file_name), None)
+        # Where the last listing saw it first (a listing stats every message, one by one);
+        # then twice a walk, once more when the leader moved it between finding and opening.
+        for attempt in range(3):
+            if attempt == 0:
+                found = self._log_paths.get(file_name)
+            else:
+                found = next((p for name, p in self._log_files() if name == file_name), None)
             if found is None:
-                break
+                if attempt:
+                    break
+                continue
             try:
                 info, f = _open_file(found, stamp)
             except Missing:
