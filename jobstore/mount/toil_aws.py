@@ -192,24 +192,28 @@ class AwsStoreSource(ToilStoreSource):
     def stat(self, kind: Kind, path: tuple[str, ...]) -> ObjectInfo | None:
         if not path:
             return None
-        if kind is Kind.FILES:
-            key = self._file_key(path)
-            if key is None:
-                return None
-            return self._info(key)
-        return self._info(self._key(kind, path))
+        if kind is not Kind.FILES:
+            return self._info(self._key(kind, path))
+        key, info = self._file(path)
+        if info is not None:
+            return info  # a flat file: the listing that found it told all
+        if key is not None:
+            with contextlib.suppress(Missing):
+                return self._info(key)
+        if self._first_key(self._hinted + "/".join(path) + "/") is not None:
+            return None
+        raise Missing(path)
 
     def open(
         self, kind: Kind, path: tuple[str, ...], start: int = 0, version: str | None = None
     ) -> contextlib.AbstractContextManager[tuple[ObjectInfo, BinaryIO]]:
         if not path:
             raise IsADirectoryError(kind.value)
-        if kind is Kind.FILES:
-            key = self._file_key(path)
-            if key is None:
-                raise IsADirectoryError("/".join(path))
-        else:
-            key = self._key(kind, path)
+        if kind is not Kind.FILES:
+            return self._open_key(self._key(kind, path), start, version)
+        key, _ = self._file(path)
+        if key is None:
+            raise Missing(path)
         return self._open_key(key, start, version)
 
     def _key(self, kind: Kind, path: tuple[str, ...]) -> str:
@@ -222,24 +226,27 @@ class AwsStoreSource(ToilStoreSource):
             return path[0]
         return self._logs + path[0]
 
-    def _file_key(self, path: tuple[str, ...]) -> str | None:
-        """The key of the file at ``files/<path>``, or None for a directory; :class:`Missing`."""
+    def _file(self, path: tuple[str, ...]) -> tuple[str | None, ObjectInfo | None]:
+        """Where a file at ``files/<path>`` would be: a flat file's key and info (one
+        listing of its uuid), else the hinted key when the path can be a hinted file's;
+        :class:`Missing` for a path no file or directory can have."""
         if any(not _valid_name(p) for p in path):
             raise Missing(path)
         if len(path) == 1:
-            keys = [item["Key"] for item in self._list(self._flat + path[0] + "/", max_keys=2)]
-            if len(keys) == 1:
-                return keys[0]
+            items = list(self._list(self._flat + path[0] + "/", max_keys=2))
+            if len(items) == 1:
+                item = items[0]
+                info = ObjectInfo(
+                    item["Size"], False, item["LastModified"].timestamp(), item["ETag"]
+                )
+                return item["Key"], info
         slots = HintedJobStore._HINT_FILES_DIR
         files_at = path.index(slots) if slots in path else len(path)
         if HintedJobStore._HINT_DELETED_DIR in path[:files_at]:
             raise Missing(path)  # tombstones
-        key = self._hinted + "/".join(path)
-        if files_at < len(path) - 1 and self._first_key(key) == key:
-            return key
-        if self._first_key(key + "/") is not None:
-            return None
-        raise Missing(path)
+        if files_at < len(path) - 1:  # hints, files/, then at least a name
+            return self._hinted + "/".join(path), None
+        return None, None
 
     # ------------------------------------------------------------ requests
 
