@@ -9,8 +9,10 @@ The layout (Toil 9.6, ``toil/jobStores/aws/jobStore.py``): one S3 bucket,
     a file written without hints; its ID is the uuid alone (Toil finds the
     key by listing the uuid's prefix);
 ``files/<hint>/.../files/[<n>/]<basename>``
-    a file written with hints; its ID is the key below ``files/``.
-    ``files/<hint>/.../deleted/...`` holds empty tombstones of deleted ones;
+    a file written with hints; its ID is the key below ``files/``. Claiming
+    the slot puts an empty object there first (shown as an empty file until
+    the content replaces it); ``files/<hint>/.../deleted/...`` holds empty
+    tombstones of deleted ones;
 ``job-associations/<job-id>.<file-id>``
     empty markers of the files deleted with their job (``cleanup``);
 ``logs/<local date>_<time><uuid4>``
@@ -28,11 +30,14 @@ a completed multipart upload: objects are replaced whole, never changed in place
 
 The view shows file IDs as paths under ``files/``: a flat file as its uuid, a
 hinted one as its path of hints; job IDs and log keys as they are. A stat is
-one HEAD (a flat file's needs a listing of its uuid first, to find its key);
-each open is one GET whose own headers are the info, and its stream
+one request: a HEAD, or for a flat file the listing of its uuid that finds its
+key; each open is one GET whose own headers are the info, and its stream
 stays on that version: a body cut off is resumed by a ranged GET with
 ``IfMatch`` on its ETag, and a version replaced meanwhile raises
 :class:`~jobstore.backend.VersionGone` rather than read on in another.
+
+``jobs/`` is listed in 16 segments, by the first hex digit of the uuid, so a
+huge listing is taken (and resumed) a part at a time.
 
 Nothing here writes to the bucket: Toil's ``read_logs`` writes its marker,
 so logs are listed and read directly; Toil's own reading API serves the
