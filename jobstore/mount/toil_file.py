@@ -42,6 +42,8 @@ rename, so a reader always gets one complete version. A file still being
 written by its first ``write_file_stream`` (or ``get_empty_file_store_id``),
 which Toil writes in place, shows what has been written so far -- as it would
 to Toil's own ``read_file_stream``; it never changes once that writer is done.
+A hinted file's slot is claimed with an empty file first: it shows empty
+until its content replaces it.
 Toil's temporary files (``<name>.<uuid>.tmp<ext>``, ``job.new``, ``*.new``
 logs) and tombstones are not shown.
 """
