@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -645,3 +646,39 @@ def test_aws_store_job_listing_by_segment(aws_store: Written) -> None:
     finally:
         for job_id in added:
             toil.delete_job(job_id)
+
+
+def test_file_store_damage_and_strays(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A corrupt job, a directory Toil never makes, a FIFO: skipped or refused, never a hang."""
+    from toil.job import JobDescription
+
+    toil = FileJobStore(str(tmp_path / "store"))
+    toil.initialize(Config())
+    ids = []
+    for name in ("good", "corrupt"):
+        job = JobDescription(requirements={"memory": 1, "cores": 1, "disk": 1}, jobName=name)
+        toil.assign_job_id(job)
+        toil.create_job(job)
+        ids.append(str(job.jobStoreID))
+    good, corrupt = ids
+    (tmp_path / "store" / "jobs" / corrupt / "job").write_bytes(b"not a pickle")
+    stray = tmp_path / "store" / "jobs" / "kind-a+b" / "instance-x"
+    stray.mkdir(parents=True)
+    (stray / "job").write_bytes(b"")
+    fifo_dir = tmp_path / "store" / "files-flat" / "file-fifo"
+    fifo_dir.mkdir()
+    os.mkfifo(fifo_dir / "pipe")
+
+    source = open_toil_source(f"file:{tmp_path / 'store'}")
+    assert sorted(source.job_id(n) for _, n in source.job_names(0)) == sorted(ids)
+    assert any("kind-a+b" in r.getMessage() for r in caplog.records)
+    run = source.read_run({})
+    assert list(run.jobs) == [good]
+    assert any(corrupt in r.getMessage() for r in caplog.records)
+    with pytest.raises(pickle.UnpicklingError):
+        source.job_from_bytes(source.job_bytes(corrupt)[1])
+    assert [e.name for e in source.listdir(Kind.FILES, ("files-flat", "file-fifo"))] == []
+    with pytest.raises(Missing):
+        source.stat(Kind.FILES, ("files-flat", "file-fifo", "pipe"))
+    with pytest.raises(Missing), source.open(Kind.FILES, ("files-flat", "file-fifo", "pipe")):
+        pass
