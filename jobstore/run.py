@@ -30,6 +30,7 @@ import socket
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -202,33 +203,41 @@ class RunMemo:
 
     def summaries(
         self,
-        versions: Iterable[tuple[str, str]],
+        versions: Iterable[tuple[str, str | None]],
         load: Callable[[str], tuple[str, JobDescription] | None],
+        concurrency: int = 1,
     ) -> dict[str, JobSummary]:
         """The summary of every listed ``(job ID, version)``; ``load`` reads what is new.
 
+        A version of None means the listing could not tell it: the job is read.
         ``load(job_id)`` returns the version it read with the description, or
         None for a job gone since it was listed; one whose description does not
         load is skipped with a warning naming it (it must not hide the run).
+        Up to ``concurrency`` loads run side by side (remote stores).
         """
         kept: dict[tuple[str, str], JobSummary] = {}
-        found: dict[str, JobSummary] = {}
+        todo: list[str] = []
         for job_id, version in versions:
-            summary = self.jobs.get((job_id, version))
-            if summary is None:
-                try:
-                    loaded = load(job_id)
-                except Exception as e:
-                    logger.warning("Skipping job %s: its description does not load: %s", job_id, e)
-                    continue
-                if loaded is None:
-                    continue
-                version, job = loaded
-                summary = JobSummary.of(job)
-            kept[(job_id, version)] = summary
-            found[job_id] = summary
+            summary = None if version is None else self.jobs.get((job_id, version))
+            if version is None or summary is None:
+                todo.append(job_id)
+            else:
+                kept[(job_id, version)] = summary
+
+        def summarize(job_id: str) -> tuple[str, JobSummary] | None:
+            try:
+                loaded = load(job_id)
+            except Exception as e:
+                logger.warning("Skipping job %s: its description does not load: %s", job_id, e)
+                return None
+            return None if loaded is None else (loaded[0], JobSummary.of(loaded[1]))
+
+        with ThreadPoolExecutor(max(1, min(concurrency, len(todo)))) as pool:
+            for job_id, done in zip(todo, pool.map(summarize, todo), strict=True):
+                if done is not None:
+                    kept[(job_id, done[0])] = done[1]
         self.jobs = kept
-        return found
+        return {job_id: summary for (job_id, _), summary in kept.items()}
 
 
 # ================================================================ leader
@@ -407,7 +416,7 @@ def read_run(store: JobStore, memo: RunMemo | None = None) -> Run:
         for key, version in backend.list_versions(layout.JOBS)
         if (job_id := layout.job_id_from_key(key)) is not None  # strays: see jobstore fsck
     )
-    jobs = memo.summaries(versions, load)
+    jobs = memo.summaries(versions, load, backend.concurrency)
     return build_run(
         config=store.config,
         leader=_our_leader(store),

@@ -13,8 +13,12 @@ produce:
 ``truncate``       the reply's headers promise the whole body, then the
                    connection closes half-way through it
 
-Everything else is forwarded unchanged, keep-alive included. Run it in a
-thread with :class:`FaultProxy` (tests), or as ``python -m tests.faultproxy
+Everything else is forwarded unchanged, keep-alive included, but for the rule
+Toil's AWSJobStore puts on the buckets it creates to unblock SSE-C
+(``BlockedEncryptionTypes``, added to AWS in 2025): moto cannot parse it yet,
+so the proxy accepts it, as AWS does.
+
+Run it in a thread with :class:`FaultProxy` (tests), or as ``python -m tests.faultproxy
 UPSTREAM [--rate R] [--port P]`` in front of any S3 service by hand.
 """
 
@@ -143,6 +147,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _relay(self) -> None:
         proxy = self.server.proxy
         body = self._read_body()
+        if self.command == "PUT" and b"BlockedEncryptionTypes" in body:
+            self._reply(200, b"", [])
+            return
         fault = proxy.pick(self.command, self.path, self.headers.keys())
         if fault in ("500", "503"):
             code, message = (

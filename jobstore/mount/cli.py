@@ -28,6 +28,7 @@ from pathlib import Path
 from jobstore import patience
 from jobstore.locator import InvalidLocator, parse_locator, usage
 from jobstore.mount import daemon_lock_path, mount_device
+from jobstore.mount.source import SourceUnavailable, canonical, open_source
 
 PROG = "jobstore"
 READY = b"ready"
@@ -64,7 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     m = commands.add_parser("mount", help="mount a job store as a live, read-only tree")
-    m.add_argument("locator", help=usage())
+    m.add_argument(
+        "locator", help=f"{usage()}; or a Toil store: file:<path>, aws:<region>:<name>"
+    )
     m.add_argument("mountpoint", help="an existing directory, best empty (it hides what is in it)")
     m.add_argument(
         "-f",
@@ -130,7 +133,9 @@ def _parser() -> argparse.ArgumentParser:
     s = commands.add_parser(
         "status", help="what a run is doing: leader, job states, attempts (no FUSE needed)"
     )
-    s.add_argument("locator", help="local:<path> or s3:<bucket>[/<prefix>]")
+    s.add_argument(
+        "locator", help=f"{usage()}; or a Toil store: file:<path>, aws:<region>:<name>"
+    )
     s.add_argument("--json", action="store_true", help="print status.json, as the mount shows it")
     s.add_argument(
         "--watch",
@@ -160,8 +165,8 @@ def _mount(args: argparse.Namespace) -> int:
     # Paths are made absolute here: the daemon works from "/".
     args.mountpoint = os.path.realpath(args.mountpoint)
     try:
-        args.locator = parse_locator(args.locator).canonical
-    except InvalidLocator as e:
+        args.locator = canonical(args.locator)
+    except SourceUnavailable as e:
         raise CommandError(str(e)) from None
     _check_mountpoint(args.mountpoint)
     if args.log_file is not None:
@@ -217,24 +222,24 @@ def _serve(args: argparse.Namespace, ready: Callable[[], None] | None) -> int:
     """Open, mount, report readiness, serve; raise CommandError before the mount is ready."""
     from jobstore.mount import daemon as d
     from jobstore.mount.fs import JobStoreFS
-    from jobstore.mount.ours import StoreSource
     from jobstore.mount.view import View
-    from jobstore.store import StoreUnavailable, open_store
 
     try:
-        store = open_store(args.locator)
-        threads = args.threads or max(8, 2 * store.backend.concurrency)
-        fs = JobStoreFS(View(StoreSource(store)), timeout=args.timeout, threads=threads)
-        options = d.fuse_options(store.locator, args.allow_other, args.allow_root, args.debug)
+        source = open_source(args.locator)
+        threads = args.threads or max(8, 2 * source.concurrency)
+        fs = JobStoreFS(View(source), timeout=args.timeout, threads=threads)
+        options = d.fuse_options(source.locator, args.allow_other, args.allow_root, args.debug)
         lock = d.hold_daemon_lock(args.mountpoint)
-    except (d.MountError, StoreUnavailable) as e:
+    except (d.MountError, SourceUnavailable) as e:
         raise CommandError(str(e)) from None
     try:
         try:
             d.mount(fs, args.mountpoint, options)
         except d.MountError as e:
             raise CommandError(str(e)) from None
-        logging.getLogger("jobstore.mount").info("mounted %s at %s", store.locator, args.mountpoint)
+        logging.getLogger("jobstore.mount").info(
+            "mounted %s at %s", source.locator, args.mountpoint
+        )
         d.serve(args.mountpoint, ready)
     finally:
         d.release_daemon_lock(args.mountpoint, lock)
@@ -331,17 +336,16 @@ def _fsck(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from jobstore.run import RunMemo, read_run, render_summary
-    from jobstore.store import StoreUnavailable, open_store
+    from jobstore.run import RunMemo, render_summary
 
     try:
-        store = open_store(args.locator)
-    except StoreUnavailable as e:
+        source = open_source(canonical(args.locator))
+    except SourceUnavailable as e:
         raise CommandError(str(e)) from None
     memo = RunMemo()
     while True:
-        run = read_run(store, memo)
-        text = run.status_json().decode() if args.json else render_summary(run, store.locator)
+        run = source.read_run(memo)
+        text = run.status_json().decode() if args.json else render_summary(run, source.locator)
         if args.watch is None:
             sys.stdout.write(text)
             return 0

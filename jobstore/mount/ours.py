@@ -41,6 +41,7 @@ class StoreSource(Source):
         self.store = store
         self.backend = store.backend
         self.locator = store.locator
+        self.concurrency = store.backend.concurrency
 
     @property
     def config(self) -> Config:

@@ -32,6 +32,14 @@ if TYPE_CHECKING:
     from jobstore.run import Run, RunMemo
 
 
+#: Schemes of Toil's own stores, which the view reads with sources of its own.
+TOIL_SCHEMES = ("file", "aws")
+
+
+class SourceUnavailable(Exception):
+    """Why a locator names nothing to show, in one line for the user of a command."""
+
+
 class Missing(Exception):
     """No record by that name (now): the view answers ENOENT."""
 
@@ -65,6 +73,8 @@ class Source(ABC):
 
     #: The locator the store was opened by (shown as the mount's file system name).
     locator: str
+    #: How many calls are worth running side by side (remote stores: many).
+    concurrency: int = 1
 
     @property
     @abstractmethod
@@ -156,3 +166,41 @@ class Source(ABC):
         ``memo`` is what the last snapshot kept (summaries of job versions,
         events): only what changed since needs reading.
         """
+
+
+def canonical(locator: str) -> str:
+    """The locator as any process in any directory must see it (the daemon works from /)."""
+    scheme, _, rest = locator.partition(":")
+    if scheme == "file" and rest:
+        import os
+
+        return f"file:{os.path.abspath(os.path.expanduser(rest))}"
+    if scheme in TOIL_SCHEMES:
+        return locator
+    from jobstore.locator import InvalidLocator, parse_locator
+
+    try:
+        return parse_locator(locator).canonical
+    except InvalidLocator as e:
+        raise SourceUnavailable(str(e)) from None
+
+
+def open_source(locator: str) -> Source:
+    """What to show for ``locator``: one of our stores, or one of Toil's own.
+
+    Raises :class:`SourceUnavailable` with a one-line reason.
+    """
+    if locator.partition(":")[0] in TOIL_SCHEMES:
+        from jobstore.mount.toil_sources import NoToilStore, open_toil_source
+
+        try:
+            return open_toil_source(locator)
+        except NoToilStore as e:
+            raise SourceUnavailable(str(e)) from None
+    from jobstore.mount.ours import StoreSource
+    from jobstore.store import StoreUnavailable, open_store
+
+    try:
+        return StoreSource(open_store(locator))
+    except StoreUnavailable as e:
+        raise SourceUnavailable(str(e)) from None
