@@ -118,24 +118,33 @@ class Cluster:
                 jobs[fields["JobId"]] = fields
         return jobs
 
-    def node_processes(self) -> list[str]:
-        """The command lines of every process in the nodes' namespaces but slurmd."""
-        found = []
+    def node_processes(self) -> dict[int, tuple[str, list[str]]]:
+        """Every process in the nodes' namespaces (as ``scripts/cluster`` recorded them: the
+        namespace ids and the name of the node's /tmp): pid -> (node, argv)."""
+        found = {}
         for node in sorted(NODES):
-            mnt, uts = (self.dir / "run" / f"{node}.ns").read_text().split()
+            mnt, uts, token = (self.dir / "run" / f"{node}.ns").read_text().split()
             for proc in Path("/proc").iterdir():
                 try:
                     if (
                         proc.name.isdigit()
                         and os.readlink(proc / "ns" / "mnt") == mnt
                         and os.readlink(proc / "ns" / "uts") == uts
+                        and f" - tmpfs {token} " in (proc / "mountinfo").read_text()
                     ):
-                        cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                        if not cmd.startswith("slurmd "):
-                            found.append(f"{node}: {cmd}")
+                        argv = (proc / "cmdline").read_bytes().decode().split("\0")[:-1]
+                        found[int(proc.name)] = (node, argv)
                 except OSError:
                     continue
         return found
+
+    def workers(self) -> list[str]:
+        """What runs on the nodes besides slurmd itself."""
+        return [
+            f"{node}: {' '.join(argv)}"
+            for node, argv in self.node_processes().values()
+            if argv[:1] != ["slurmd"]
+        ]
 
 
 def _path_env() -> dict[str, str]:
@@ -310,7 +319,7 @@ def test_killflag_through_the_mount_stops_a_slurm_run(cluster: Cluster, tmp_path
         assert took < KILL_TIMEOUT
         assert [job for job in toil_jobs(cluster) if job[2] in ("PENDING", "RUNNING")] == []
         wait_for("Slurm to forget the cancelled jobs", lambda: toil_jobs(cluster) == [], 30)
-        wait_for("the workers to go", lambda: cluster.node_processes() == [], 30)
+        wait_for("the workers to go", lambda: cluster.workers() == [], 30)
     finally:
         leader.kill()
 
@@ -361,28 +370,13 @@ def test_script_up_status_down_are_idempotent_and_leave_nothing(
     pids = [int((run / f).read_text()) for f in ("munged.pid", "slurmctld.pid")]
     pids += [int((run / f"slurmd-{n}.pid").read_text()) for n in sorted(NODES)]
     on_nodes = cluster.node_processes()
-    assert any("sleep 300" in p for p in on_nodes), on_nodes
-    namespaces = [(run / f"{n}.ns").read_text() for n in sorted(NODES)]
+    assert ["sleep", "300"] in [argv for _, argv in on_nodes.values()], on_nodes
 
     cluster.script("down")
-    assert [pid for pid in pids if Path(f"/proc/{pid}").exists()] == []
-    for ns in namespaces:
-        mnt, uts = ns.split()
-        left = [
-            p.name
-            for p in Path("/proc").iterdir()
-            if p.name.isdigit() and _ns(p, "mnt") == mnt and _ns(p, "uts") == uts
-        ]
-        assert left == [], f"processes left in a node's namespaces: {left}"
+    left = [pid for pid in [*pids, *on_nodes] if Path(f"/proc/{pid}").exists()]
+    assert left == [], f"left behind: {left}"
     cluster.script("down")
     assert cluster.script("status", check=False).returncode == 1
-
-
-def _ns(proc: Path, kind: str) -> str | None:
-    try:
-        return os.readlink(proc / "ns" / kind)
-    except OSError:
-        return None
 
 
 def test_cluster_in_a_loopback_only_network_namespace(tmp_path: Path) -> None:
