@@ -317,8 +317,7 @@ def test_killflag_through_the_mount_stops_a_slurm_run(cluster: Cluster, tmp_path
         assert rc != 0, leader.output()[-3000:]
         assert "Received kill via job store" in leader.output()
         assert took < KILL_TIMEOUT
-        assert [job for job in toil_jobs(cluster) if job[2] in ("PENDING", "RUNNING")] == []
-        wait_for("Slurm to forget the cancelled jobs", lambda: toil_jobs(cluster) == [], 30)
+        assert toil_jobs(cluster) == []
         wait_for("the workers to go", lambda: cluster.workers() == [], 30)
     finally:
         leader.kill()
