@@ -53,7 +53,7 @@ def _missing() -> str | None:
     """What this machine lacks for a cluster, or None."""
     if os.geteuid() != 0:
         return "needs root: the nodes are mount namespaces and slurmd runs as root"
-    for tool in ("unshare", "nsenter", "ip"):
+    for tool in ("unshare", "nsenter"):
         if shutil.which(tool) is None:
             return f"no {tool} on this machine"
     if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
@@ -68,7 +68,8 @@ def _missing() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
+MISSING = _missing()
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=str(MISSING))
 
 
 @dataclass
@@ -106,8 +107,12 @@ class Cluster:
 
     def queue(self) -> list[tuple[str, str, str]]:
         """(job ID, name, state) of every job Slurm has queued or running."""
-        out = self.slurm("squeue", "-h", "-o", "%i %j %T")
-        return [tuple(line.split()) for line in out.splitlines() if line.strip()]  # type: ignore[misc]
+        jobs = []
+        for line in self.slurm("squeue", "-h", "-o", "%i %j %T").splitlines():
+            if line.strip():
+                job_id, name, state = line.split()
+                jobs.append((job_id, name, state))
+        return jobs
 
     def jobs(self) -> dict[str, dict[str, str]]:
         """Every job slurmctld still knows (finished ones for MinJobAge), by job ID."""
