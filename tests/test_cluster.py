@@ -273,6 +273,16 @@ def running(cluster: Cluster, name: str) -> bool:
     )
 
 
+def first_child_running(cluster: Cluster, leader: Leader) -> None:
+    """Wait until a child of the fan-out runs on a node, the leader still running."""
+    wait_for(
+        "a child running on Slurm",
+        lambda: leader.proc.poll() is not None or running(cluster, "produce"),
+        RUN_TIMEOUT,
+    )
+    assert leader.proc.poll() is None, f"the leader exited early:\n{leader.output()[-5000:]}"
+
+
 def test_fan_out_on_s3_shares_only_the_store(
     cluster: Cluster, s3_locator: str, tmp_path: Path
 ) -> None:
@@ -291,7 +301,7 @@ def test_restart_after_the_leader_is_killed_on_local(cluster: Cluster, tmp_path:
     writing to the ``local:`` store on the shared directory; ``--restart`` completes the run."""
     locator = f"local:{cluster.shared / uuid.uuid4().hex[:12] / 'store'}"
     first = fan_out(cluster, locator, tmp_path, sleep=6.0)
-    wait_for("a child running on Slurm", lambda: running(cluster, "produce"), RUN_TIMEOUT)
+    first_child_running(cluster, first)
     first.kill()
     # Its Slurm jobs run on, as on any cluster whose leader dies, and finish.
     wait_for("the orphaned jobs to finish", lambda: toil_jobs(cluster) == [], RUN_TIMEOUT)
@@ -309,7 +319,7 @@ def test_killflag_through_the_mount_stops_a_slurm_run(cluster: Cluster, tmp_path
     locator = f"local:{cluster.shared / uuid.uuid4().hex[:12] / 'store'}"
     leader = fan_out(cluster, locator, tmp_path, sleep=300.0)
     try:
-        wait_for("a child running on Slurm", lambda: running(cluster, "produce"), RUN_TIMEOUT)
+        first_child_running(cluster, leader)
         mount = Mount(locator, tmp_path / "mnt")
         try:
             assert (mount / "killflag").read_text() == "NO\n"
