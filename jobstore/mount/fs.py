@@ -67,6 +67,12 @@ _ERRNO: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int],
 )
 
 
+_DOMAIN = tuple(t for types, _ in _ERRNO for t in (types if isinstance(types, tuple) else (types,)))
+#: The daemon itself is out of descriptors: said as such wherever it surfaces (on S3,
+#: deep inside botocore's connection errors).
+_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE})
+
+
 def errno_for(exc: BaseException) -> int | None:
     """The errno that answers an error, or None for an unexpected one.
 
@@ -79,6 +85,11 @@ def errno_for(exc: BaseException) -> int | None:
             return number
     if isinstance(exc, OSError) and exc.errno:
         return exc.errno
+    cause, depth = exc.__cause__ or exc.__context__, 0
+    while cause is not None and depth < 10:
+        if isinstance(cause, OSError) and cause.errno in _EXHAUSTED:
+            return cause.errno
+        cause, depth = cause.__cause__ or cause.__context__, depth + 1
     return None
 
 
@@ -98,6 +109,9 @@ def _boundary(
             if number is None:
                 logger.exception("%s%r failed; answering EIO", handler.__name__, args)
                 number = errno.EIO
+            elif not isinstance(e, _DOMAIN):  # a system error: worth a line, not a traceback
+                name = errno.errorcode.get(number, str(number))
+                logger.warning("%s%r failed: %s; answering %s", handler.__name__, args, e, name)
             raise pyfuse3.FUSEError(number) from None
 
     return guarded
