@@ -390,11 +390,14 @@ class JobStoreFS(pyfuse3.Operations):
         # now on only these are told (_entry); the kernel drops what it holds (any
         # reply computed before is ignored after this notice), and asks again
         # before its next read. Pages of another version are dropped at this open.
+        if self._mounted:
+            try:
+                pyfuse3.invalidate_inode(node.ino, attr_only=True)
+            except OSError:  # the kernel cannot be told: stay out of its page cache
+                return pyfuse3.FileInfo(fh=fh, direct_io=True)
         handle.paged = True
         node.paged += 1
         node.pinned = attr
-        if self._mounted:
-            pyfuse3.invalidate_inode(node.ino, attr_only=True)
         keep = node.cached == attr.version
         node.cached = attr.version
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
