@@ -284,6 +284,31 @@ def test_same_size_rewrite_within_a_second_shows_on_s3(s3_locator: str, tmp_path
         m.close()
 
 
+def test_held_open_file_keeps_its_version_and_new_opens_read_the_new_one(
+    populated: Populated, mounted: Mount, tmp_path: Path
+) -> None:
+    """A handle reading through the page cache pins the attributes the kernel holds (they
+    size its reads: the new, shorter size would cut it); an open meanwhile reads the new
+    version whole all the same."""
+    store = populated.store
+    source = tmp_path / "shrinks"
+    old, new = b"the longer, older version\n" * 5000, b"short\n" * 1000
+    source.write_bytes(old)
+    file_id = store.write_file(str(source))
+    path = mounted / "files" / file_id
+    with open(path, "rb", buffering=0) as held:  # each read a read(2)
+        assert held.read(100) == old[:100]
+        source.write_bytes(new)
+        store.update_file(file_id, str(source))
+        time.sleep(LIVE)
+        assert path.read_bytes() == new  # a new open: the current version, whole
+        assert held.read() == old[100:]  # not cut at the new size
+        assert os.stat(path).st_size == len(old)  # while the old one is open
+    time.sleep(LIVE)
+    assert os.stat(path).st_size == len(new)
+    assert path.read_bytes() == new
+
+
 # ==================================================================== failures
 
 
