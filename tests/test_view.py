@@ -171,6 +171,8 @@ def test_job_paths_that_do_not_exist(view: v.View, populated: Populated) -> None
     ]:
         with pytest.raises(v.NoEntry):
             view.getattr(path)
+        with pytest.raises(v.NoEntry):
+            view.open(path)
     with pytest.raises(v.NotADir):
         view.listing(("jobs", child, "description.json"))
     with pytest.raises(v.IsADir):

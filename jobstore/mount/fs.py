@@ -67,7 +67,8 @@ _ERRNO: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int],
 )
 
 
-_DOMAIN = tuple(t for types, _ in _ERRNO for t in (types if isinstance(types, tuple) else (types,)))
+#: What the view and the store refuse, as opposed to what the system refuses them.
+_DOMAIN = tuple(types for types, _ in _ERRNO)  # isinstance takes nested tuples
 #: The daemon itself is out of descriptors: said as such wherever it surfaces (on S3,
 #: deep inside botocore's connection errors).
 _EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE})

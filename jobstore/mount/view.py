@@ -482,7 +482,7 @@ class View:
     def _key_of(self, path: Path) -> tuple[str, bool]:
         """The key of the stored object a file path shows, and whether it changes in place."""
         top, rest = path[0], path[1:]
-        if top == "jobs":
+        if top == "jobs" and len(rest) == 2:
             job_id, name = rest
             if name == DESCRIPTION_PICKLE:
                 return _checked(layout.job_key, job_id), True
