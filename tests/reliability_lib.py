@@ -441,6 +441,13 @@ def table(lines: list[dict[str, Any]]) -> str:
             "n/a",
         )
     )
+    rows.append(
+        (
+            "Mount: reads while one process rewrites the files (torn / stale)",
+            get("mount", "local", "{reads} ({torn} / {stale})"),
+            get("mount", "s3", "{reads} ({torn} / {stale})"),
+        )
+    )
     bad = {
         b: sum(
             d["inputs"]

@@ -29,9 +29,10 @@ import pytest
 from toil.job import JobDescription
 
 from jobstore import JobStore, layout
-from jobstore.backend import BackendError
+from jobstore.backend import BackendError, VersionGone
 from tests.faultproxy import KINDS, FaultProxy
 from tests.reliability_lib import (
+    HEADER_SIZE,
     assert_no_debris_visible,
     bound,
     file_ids,
@@ -374,3 +375,29 @@ def test_truncated_get_is_retried(proxied: tuple[FaultProxy, str, JobStore]) -> 
         parse_payload(read_whole(store, file_id))
         assert store.backend.get_bytes(layout.CONFIG)
     assert proxy.faults["truncate"] > 0
+
+
+@pytest.mark.parametrize("change", ["replace", "delete"])
+def test_cut_get_of_a_version_gone_fails_clearly(
+    proxied: tuple[FaultProxy, str, JobStore], change: str
+) -> None:
+    """A cut body is resumed only in its own version: gone since, the read fails with
+    VersionGone and never goes on in the new bytes (a mix)."""
+    proxy, locator, truth = proxied
+    with truth.write_file_stream() as (f, file_id):
+        f.write(make_payload("gone", 1, MiB))
+    key = layout.file_key(file_id)
+    store = JobStore(locator)
+    store.resume()
+    proxy.kinds = ("truncate",)
+    proxy.rate = 1.0
+    with store.backend.open_version(key) as (info, stream):
+        proxy.rate = 0.0
+        assert info.size == MiB + HEADER_SIZE
+        if change == "replace":
+            truth.backend.put_bytes(key, make_payload("gone", 2, MiB))
+        else:
+            truth.backend.delete(key)
+        with pytest.raises(VersionGone, match="replaced or deleted"):
+            stream.read()
+    assert proxy.faults["truncate"] == 1

@@ -25,8 +25,9 @@ import pyfuse3
 import pytest
 
 from jobstore import layout
+from jobstore.backend import BackendError, VersionGone
 from jobstore.mount import view as v
-from jobstore.mount.fs import JobStoreFS
+from jobstore.mount.fs import JobStoreFS, errno_for
 from jobstore.mount.ours import StoreSource
 from tests.mountutil import Populated, new_job, populate
 
@@ -174,6 +175,8 @@ def test_job_paths_that_do_not_exist(view: v.View, populated: Populated) -> None
     ]:
         with pytest.raises(v.NoEntry):
             view.getattr(path)
+        with pytest.raises(v.NoEntry):
+            view.open(path)
     with pytest.raises(v.NotADir):
         view.listing(("jobs", child, "description.json"))
     with pytest.raises(v.IsADir):
@@ -663,3 +666,19 @@ async def test_read_only_and_full_stores_keep_their_errno(
     subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
     assert await write_flag() == errno.EROFS
     assert not populated.store.read_kill_flag()
+
+
+def test_errno_for_system_errors() -> None:
+    """An errno is kept; running out of descriptors is said even from deep in a chain
+    (botocore's connection error on s3:); anything else unexpected is None (EIO)."""
+    assert errno_for(OSError(errno.ENOSPC, "full")) == errno.ENOSPC
+    assert errno_for(VersionGone("replaced")) == errno.ESTALE
+    try:
+        try:
+            raise OSError(errno.EMFILE, "Too many open files")
+        except OSError as e:
+            raise BackendError("S3 GET failed: could not connect") from e
+    except BackendError as e:
+        assert errno_for(e) == errno.EMFILE
+    assert errno_for(BackendError("S3 GET failed: 500")) is None
+    assert errno_for(OSError("no errno")) is None

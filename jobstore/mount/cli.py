@@ -65,9 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     m = commands.add_parser("mount", help="mount a job store as a live, read-only tree")
-    m.add_argument(
-        "locator", help=f"{usage()}; or a Toil store: file:<path>, aws:<region>:<name>"
-    )
+    m.add_argument("locator", help=f"{usage()}; or a Toil store: file:<path>, aws:<region>:<name>")
     m.add_argument("mountpoint", help="an existing directory, best empty (it hides what is in it)")
     m.add_argument(
         "-f",
@@ -133,9 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     s = commands.add_parser(
         "status", help="what a run is doing: leader, job states, attempts (no FUSE needed)"
     )
-    s.add_argument(
-        "locator", help=f"{usage()}; or a Toil store: file:<path>, aws:<region>:<name>"
-    )
+    s.add_argument("locator", help=f"{usage()}; or a Toil store: file:<path>, aws:<region>:<name>")
     s.add_argument("--json", action="store_true", help="print status.json, as the mount shows it")
     s.add_argument(
         "--watch",

@@ -12,6 +12,7 @@ import fcntl
 import functools
 import logging
 import os
+import resource
 import signal
 import tempfile
 from collections.abc import Callable
@@ -112,6 +113,22 @@ def _raise_read_ahead(mountpoint: str) -> None:
         logger.debug("keeping the kernel's read-ahead: %s", e)
 
 
+def raise_descriptor_limit() -> None:
+    """Take every file descriptor the hard limit allows.
+
+    Each open file of the mount holds one in the daemon (the stored file on
+    ``local:``, a connection on ``s3:``), and many systems set a soft limit of
+    1,024 under a far higher hard one. Past the hard limit, opens fail with
+    ``EMFILE``, which is what the client is told.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as e:  # an infinite hard limit is above nr_open
+            logger.debug("keeping %d file descriptors: %s", soft, e)
+
+
 def serve(mountpoint: str, ready: Callable[[], None] | None = None) -> None:
     """Call ``ready``, then answer requests until the mount is unmounted or a stop signal
     arrives; unmount however that ends (also when telling ``ready`` fails).
@@ -120,6 +137,7 @@ def serve(mountpoint: str, ready: Callable[[], None] | None = None) -> None:
     it is noted and acted on once serving starts, and once serving is over it is
     ignored, so that the mount is always undone and the lock file removed.
     """
+    raise_descriptor_limit()
     noted: list[int] = []
     for signum in STOP_SIGNALS:
         signal.signal(signum, lambda number, frame: noted.append(number))

@@ -70,6 +70,13 @@ _ERRNO: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], int],
 )
 
 
+#: What the view and the store refuse, as opposed to what the system refuses them.
+_DOMAIN = tuple(types for types, _ in _ERRNO)  # isinstance takes nested tuples
+#: The daemon itself is out of descriptors: said as such wherever it surfaces (on S3,
+#: deep inside botocore's connection errors).
+_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE})
+
+
 def errno_for(exc: BaseException) -> int | None:
     """The errno that answers an error, or None for an unexpected one.
 
@@ -82,6 +89,11 @@ def errno_for(exc: BaseException) -> int | None:
             return number
     if isinstance(exc, OSError) and exc.errno:
         return exc.errno
+    cause, depth = exc.__cause__ or exc.__context__, 0
+    while cause is not None and depth < 10:
+        if isinstance(cause, OSError) and cause.errno in _EXHAUSTED:
+            return cause.errno
+        cause, depth = cause.__cause__ or cause.__context__, depth + 1
     return None
 
 
@@ -101,6 +113,9 @@ def _boundary(
             if number is None:
                 logger.exception("%s%r failed; answering EIO", handler.__name__, args)
                 number = errno.EIO
+            elif not isinstance(e, _DOMAIN):  # a system error: worth a line, not a traceback
+                name = errno.errorcode.get(number, str(number))
+                logger.warning("%s%r failed: %s; answering %s", handler.__name__, args, e, name)
             raise pyfuse3.FUSEError(number) from None
 
     return guarded
@@ -388,11 +403,14 @@ class JobStoreFS(pyfuse3.Operations):
         # now on only these are told (_entry); the kernel drops what it holds (any
         # reply computed before is ignored after this notice), and asks again
         # before its next read. Pages of another version are dropped at this open.
+        if self._mounted:
+            try:
+                pyfuse3.invalidate_inode(node.ino, attr_only=True)
+            except OSError:  # the kernel cannot be told: stay out of its page cache
+                return pyfuse3.FileInfo(fh=fh, direct_io=True)
         handle.paged = True
         node.paged += 1
         node.pinned = attr
-        if self._mounted:
-            pyfuse3.invalidate_inode(node.ino, attr_only=True)
         keep = node.cached == attr.version
         node.cached = attr.version
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
