@@ -186,23 +186,30 @@ def test_read_your_writes_across_processes(backend: Backend, locator: str) -> No
     assert child.exitcode == 0
 
 
-def _claim(locator: str, env: dict[str, str], key: str, start: float) -> bool:
+def _claim(locator: str, env: dict[str, str], key: str, start: float, data: bytes) -> bool:
     b = open_backend(locator, env)
     b.exists("warm-up")  # connect before the start line
     time.sleep(max(0.0, start - time.time()))
-    return b.put_if_absent(key)
+    return b.put_if_absent(key, data)
 
 
-def test_put_if_absent_has_one_winner_among_processes(backend: Backend, locator: str) -> None:
+@pytest.mark.parametrize("size", [0, 300_000])
+def test_put_if_absent_has_one_winner_among_processes(
+    backend: Backend, locator: str, size: int
+) -> None:
+    """Exactly one of racing creators wins, and the object is all of the winner's bytes."""
     ctx = forkserver()
     with ctx.Pool(4) as pool:
         for round_ in range(5):
-            key = f"claims/{round_}"
+            key = f"claims/{size}/{round_}"
             start = time.time() + 0.5
-            won = pool.starmap(_claim, [(locator, store_env(), key, start)] * 4, chunksize=1)
+            payloads = [bytes([65 + i]) * size for i in range(4)]
+            won = pool.starmap(
+                _claim, [(locator, store_env(), key, start, p) for p in payloads], chunksize=1
+            )
             assert won.count(True) == 1, won
-            assert backend.get_bytes(key) == b""
-            assert backend.put_if_absent(key) is False
+            assert backend.get_bytes(key) == payloads[won.index(True)]
+            assert backend.put_if_absent(key, b"late") is False
 
 
 # ============================================================== reads
@@ -376,11 +383,11 @@ class MemoryBackend(Backend):
         yield buffer
         self.put_bytes(key, buffer.getvalue(), executable)
 
-    def put_if_absent(self, key: str) -> bool:
+    def put_if_absent(self, key: str, data: bytes = b"") -> bool:
         with self._lock:
             if key in self._objects:
                 return False
-            self.put_bytes(key, b"")
+            self.put_bytes(key, data)
             return True
 
     def get_bytes(self, key: str) -> bytes:
