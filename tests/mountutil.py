@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from toil.common import Config
 from toil.job import JobDescription
 
@@ -154,3 +155,13 @@ class Mount:
                 self.proc.wait()
         if self.proc.stderr:
             self.proc.stderr.close()
+
+
+def eventually(check: Callable[[], bool], timeout: float = 10.0) -> float:
+    """Seconds until ``check()`` held; fails the test after ``timeout``."""
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > timeout:
+            pytest.fail(f"not true after {timeout} s: {check}")
+        time.sleep(0.02)
+    return time.monotonic() - start

@@ -26,7 +26,7 @@ from toil.common import Config
 
 from jobstore import JobStore, layout
 from jobstore.mount import daemon_lock_path, mount_device
-from tests.mountutil import JOBSTORE, Mount, Populated, new_job, populate
+from tests.mountutil import JOBSTORE, Mount, Populated, eventually, new_job, populate
 
 #: How long a change may take to show (the kernel caches names for about a second).
 LIVE = 2.5
@@ -59,16 +59,6 @@ def store_snapshot(store: JobStore) -> dict[str, str]:
     return {
         k: hashlib.sha256(store.backend.get_bytes(k)).hexdigest() for k in store.backend.list("")
     }
-
-
-def eventually(check: Callable[[], bool], timeout: float = LIVE) -> float:
-    """Seconds until ``check()`` held; fails after ``timeout``."""
-    start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > timeout:
-            pytest.fail(f"not true after {timeout} s: {check}")
-        time.sleep(0.02)
-    return time.monotonic() - start
 
 
 # ==================================================================== the tree
@@ -222,18 +212,18 @@ def test_changes_show_within_a_second(populated: Populated, mounted: Mount, tmp_
 
     job = new_job(store, "latecomer")
     store.create_job(job)
-    seen = eventually(lambda: str(job.jobStoreID) in os.listdir(mp / "jobs"))
+    seen = eventually(lambda: str(job.jobStoreID) in os.listdir(mp / "jobs"), LIVE)
     assert seen < LIVE
 
     source = tmp_path / "late.txt"
     source.write_bytes(b"late file\n")
     file_id = store.write_file(str(source))
-    eventually(lambda: (mp / "files" / file_id).exists())
+    eventually(lambda: (mp / "files" / file_id).exists(), LIVE)
     assert (mp / "files" / file_id).read_bytes() == b"late file\n"
 
     logs_before = set(os.listdir(mp / "logs"))
     store.write_logs("late message")
-    eventually(lambda: len(set(os.listdir(mp / "logs")) - logs_before) == 1)
+    eventually(lambda: len(set(os.listdir(mp / "logs")) - logs_before) == 1, LIVE)
 
     # Content that changes in place is current at once, size change or not.
     with store.write_shared_file_stream("pid.log") as f:
@@ -249,7 +239,7 @@ def test_changes_show_within_a_second(populated: Populated, mounted: Mount, tmp_
 
     store.delete_job(str(job.jobStoreID))
     assert str(job.jobStoreID) not in os.listdir(mp / "jobs")
-    eventually(lambda: not (mp / "jobs" / str(job.jobStoreID)).exists())
+    eventually(lambda: not (mp / "jobs" / str(job.jobStoreID)).exists(), LIVE)
 
 
 def test_timeout_option(local_locator: str, tmp_path: Path) -> None:
@@ -451,7 +441,7 @@ def test_signals_unmount(local_locator: str, tmp_path: Path, signum: int) -> Non
         assert (m / "killflag").read_bytes() == b"NO\n"
         # SIGUSR1 only writes every thread's stack to the log, for a daemon that hangs.
         m.proc.send_signal(signal.SIGUSR1)
-        eventually(lambda: "most recent call first" in m.log_text())
+        eventually(lambda: "most recent call first" in m.log_text(), LIVE)
         assert (m / "killflag").read_bytes() == b"NO\n"
         m.proc.send_signal(signum)
         assert m.proc.wait(15) == 0
@@ -531,7 +521,7 @@ def test_a_dead_mount_says_what_to_do_and_umount_clears_it(tmp_path: Path) -> No
     try:
         assert jobstore("mount", locator, str(mp)).returncode == 0
         os.kill(int(daemon_lock_path(str(mp)).read_text()), signal.SIGKILL)
-        eventually(lambda: _errno(mp) == errno.ENOTCONN)
+        eventually(lambda: _errno(mp) == errno.ENOTCONN, LIVE)
 
         again = jobstore("mount", locator, str(mp))
         assert again.returncode == 1 and again.stderr.count("\n") == 1, again.stderr

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,31 +87,37 @@ def _share_connection(store: JobStore, other: Any) -> None:
         backend._connected = other._connected
 
 
-def test_exactly_one_initializer_wins(store_locator: str) -> None:
-    backend = store_locator.split(":", 1)[0]
-    rounds = ROUNDS[backend]
-    locators = [f"{store_locator}-{i}" for i in range(rounds)]
+def _race(main: Callable[..., None], locators: list[str]) -> list[Any]:
+    """Run ``main`` in :data:`RACERS` processes, one round per locator, all starting each
+    round together; every process's result of every round, none of them an error."""
     ctx = forkserver()
     barrier = ctx.Barrier(RACERS)
     out = ctx.Queue()
     procs = [
-        ctx.Process(target=racer_main, args=(n, locators, _env(), barrier, out))
-        for n in range(RACERS)
+        ctx.Process(target=main, args=(n, locators, _env(), barrier, out)) for n in range(RACERS)
     ]
-    began = time.monotonic()
     for p in procs:
         p.start()
     try:
-        results = [out.get(timeout=120) for _ in range(rounds * RACERS)]
+        results = [out.get(timeout=120) for _ in range(len(locators) * RACERS)]
         for p in procs:
             p.join(60)
     finally:
         for p in procs:
             if p.is_alive():
                 p.kill()
-    seconds = time.monotonic() - began
     errors = [r for r in results if r[2] == "error"]
     assert not errors, errors[0][3]
+    return results
+
+
+def test_exactly_one_initializer_wins(store_locator: str) -> None:
+    backend = store_locator.split(":", 1)[0]
+    rounds = ROUNDS[backend]
+    locators = [f"{store_locator}-{i}" for i in range(rounds)]
+    began = time.monotonic()
+    results = _race(racer_main, locators)
+    seconds = time.monotonic() - began
     several = 0
     first: Any = None
     for round_no, locator in enumerate(locators):
@@ -489,25 +496,7 @@ def test_racing_takeovers_one_wins(store_locator: str) -> None:
         store = JobStore(locator)
         store.initialize(Config())
         _foreign_claim(store, beat_age=leader.EXPIRY + 1)  # its last leader: dead
-    ctx = forkserver()
-    barrier = ctx.Barrier(RACERS)
-    out = ctx.Queue()
-    procs = [
-        ctx.Process(target=takeover_main, args=(n, locators, _env(), barrier, out))
-        for n in range(RACERS)
-    ]
-    for p in procs:
-        p.start()
-    try:
-        results = [out.get(timeout=120) for _ in range(TAKEOVER_ROUNDS * RACERS)]
-        for p in procs:
-            p.join(60)
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-    errors = [r for r in results if r[2] == "error"]
-    assert not errors, errors[0][3]
+    results = _race(takeover_main, locators)
     for round_no, locator in enumerate(locators):
         mine = [r for r in results if r[0] == round_no]
         winners = [r for r in mine if r[2] == "won"]

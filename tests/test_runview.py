@@ -24,7 +24,7 @@ from jobstore import layout, ledger
 from jobstore.ledger import AttemptStart, Event
 from jobstore.run import TRACE_COLUMNS, Run, RunMemo, assemble_attempts, read_run
 from jobstore.store import JobStore, open_store
-from tests.mountutil import Mount
+from tests.mountutil import Mount, eventually
 from tests.test_workflows import VENV_BIN, _env
 
 WORKFLOW = Path(__file__).parent / "workflows" / "runview.py"
@@ -191,7 +191,7 @@ def test_a_real_run_read_from_the_store(store_locator: str, tmp_path: Path) -> N
         mount = Mount(store_locator, tmp_path / "mnt")
         mp = mount.mountpoint
         sleeper_id = sleeping.job_id
-        _eventually(lambda: sleeper_id in os.listdir(mp / "by-state" / "running"))
+        eventually(lambda: sleeper_id in os.listdir(mp / "by-state" / "running"))
         link = mp / "by-state" / "running" / sleeper_id
         assert os.readlink(link) == f"../../jobs/{sleeper_id}"
         assert (link / "state").read_text() == "running\n"  # followed into jobs/
@@ -204,7 +204,7 @@ def test_a_real_run_read_from_the_store(store_locator: str, tmp_path: Path) -> N
         run = _wait_for("doomed failed", read, lambda r: _state(r, "doomed") == "failed", 60)
         (doomed_id,) = [j.job_id for j in run.jobs.values() if j.name == "doomed"]
         failed_link = mp / "by-state" / "failed" / doomed_id
-        _eventually(lambda: failed_link.exists())
+        eventually(lambda: failed_link.exists())
         assert b"doomed always fails" in (failed_link / "log").read_bytes()
         assert sorted(os.listdir(failed_link / "attempts")) == ["1.json", "2.json"]
         run = _wait_for("flaky done", read, lambda r: _state(r, "flaky") is None, 60)
@@ -218,7 +218,7 @@ def test_a_real_run_read_from_the_store(store_locator: str, tmp_path: Path) -> N
         # After the leader: the trace and the graph, as files of the mount.
         trace = (mp / "trace.tsv").read_text().splitlines()
         dot_through_mount = (mp / "graph.dot").read_bytes()
-        _eventually(
+        eventually(
             lambda: json.loads((mp / "status.json").read_bytes())["leader"]["alive"] is False
         )
     finally:
@@ -283,14 +283,6 @@ def test_a_real_run_read_from_the_store(store_locator: str, tmp_path: Path) -> N
         [dot, "-Tsvg"], input=run.graph_dot(), capture_output=True, check=True, timeout=60
     )
     assert b"<svg" in svg.stdout and b"doomed" in svg.stdout
-
-
-def _eventually(check: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not true after {timeout} s")
-        time.sleep(0.1)
 
 
 def layout_slack() -> int:
