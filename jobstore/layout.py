@@ -61,9 +61,14 @@ META = "meta/"
 LOG_CURSOR = META + "log-cursor.json"
 LEADER = META + "leader/"
 QUARANTINE = "quarantine/"
-LEDGER_ATTEMPTS = "ledger/attempts/"
-LEDGER_EVENTS = "ledger/events/"
+LEDGER = "ledger/"
+LEDGER_ATTEMPTS = LEDGER + "attempts/"
+LEDGER_EVENTS = LEDGER + "events/"
 CONFIG = SHARED + "config.pickle"
+#: The names at the top of a store: everything else there is stray.
+TOP_LEVEL = frozenset(
+    p.rstrip("/") for p in (SHARED, JOBS, FILES, HINTS, LOGS, META, QUARANTINE, LEDGER)
+)
 
 ANON = "@anon"
 JOB_FILES = "@job"

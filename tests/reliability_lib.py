@@ -40,9 +40,6 @@ LONG = os.environ.get("JOBSTORE_RELIABILITY", "ci") == "long"
 VENV_BIN = os.path.dirname(sys.executable)
 
 #: What the top level of a store may hold; anything else is debris showing through.
-STORE_TOP_LEVEL = {"shared", "jobs", "files", "hints", "logs", "meta"}
-
-
 def bound(ci: T, long: T) -> T:
     """The CI or the long value of a budget, by the profile in use."""
     return long if LONG else ci
@@ -324,7 +321,7 @@ def assert_no_debris_visible(store: JobStore) -> int:
     ``s3:``) must never show up as files, jobs, shared files or logs.
     """
     top = {e.name for e in store.backend.listdir("")}
-    assert top <= STORE_TOP_LEVEL, f"debris at the top of the store: {top - STORE_TOP_LEVEL}"
+    assert top <= layout.TOP_LEVEL, f"debris at the top of the store: {top - layout.TOP_LEVEL}"
     count = 0
     for file_id in file_ids(store):
         layout.check_path(file_id, "file ID")

@@ -322,6 +322,17 @@ def test_killflag_through_the_mount_stops_a_slurm_run(cluster: Cluster, tmp_path
         first_child_running(cluster, leader)
         mount = Mount(locator, tmp_path / "mnt")
         try:
+            # The run view: what runs, on which node, as which Slurm job.
+            running_dir = mount / "by-state" / "running"
+            wait_for("a job shown running", lambda: bool(os.listdir(running_dir)), 30)
+            job = sorted(os.listdir(running_dir))[0]
+            attempts = sorted(os.listdir(running_dir / job / "attempts"), key=len)
+            attempt = json.loads((running_dir / job / "attempts" / attempts[-1]).read_bytes())
+            assert attempt["status"] == "running" and attempt["host"] in NODES, attempt
+            slurm = cluster.jobs()[attempt["native_id"]]
+            assert slurm["NodeList"] == attempt["host"], (attempt, slurm)
+            trace = (mount / "trace.tsv").read_text()
+            assert f"\t{attempt['native_id']}\t" in trace
             assert (mount / "killflag").read_text() == "NO\n"
             (mount / "killflag").write_text("YES\n")
             start = time.monotonic()
