@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -379,7 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     missed: list[str] = []
     with scratch_dir("bench-workflow-", args.tmp) as scratch, contextlib.ExitStack() as stack:
         spread_subdirectories(scratch)
-        notes = [f"local stores and work directories on {file_system(scratch)}"]
+        free = shutil.disk_usage(scratch).free / 2**30
+        notes = [
+            f"local stores and work directories on {file_system(scratch)}, {free:.0f} GiB free"
+        ]
         proxy = None
         if any(s.on_s3 for s in stores):
             proxy = stack.enter_context(s3_endpoint(scratch, args.delay_ms / 1000))
