@@ -61,7 +61,7 @@ SHAPES = ("fanout", "chain", "files")
 REGION = "us-west-2"
 BUCKET = "jobstore-bench-workflow"
 #: The proxy counts requests to ledger objects apart, and the attempts recorded (one PUT each).
-LEDGER_MARK = f"^[A-Z]+ /{BUCKET}/[^?]*/{layout.LEDGER_ATTEMPTS.split('/')[0]}/"
+LEDGER_MARK = f"^[A-Z]+ /{BUCKET}/[^?]*/(?:{layout.LEDGER_ATTEMPTS}|{layout.LEDGER_EVENTS})"
 ATTEMPT_MARK = f"^PUT /{BUCKET}/[^?]*/{layout.LEDGER_ATTEMPTS}"
 #: The ledger's budget: this much slower at most, and this many extra requests per attempt.
 LEDGER_SLOWDOWN = 1.05
@@ -87,12 +87,13 @@ LOCAL_OFF = Store("local: no ledger", "local", ledger=False)
 AWS = Store("aws:", "aws")
 S3 = Store("s3:", "s3")
 S3_OFF = Store("s3: no ledger", "s3", ledger=False)
-#: Which stores each ``--pairs`` group needs, and the pairs it compares: (group, A, B).
+#: The stores each group of ``--pairs`` runs.
 GROUPS = {
     "local": (FILE, LOCAL),
     "s3": (AWS, S3),
     "ledger": (LOCAL_OFF, LOCAL, S3, S3_OFF),
 }
+#: The comparisons: (group, A, B), A's time over B's.
 PAIRS = (
     ("local", FILE, LOCAL),
     ("s3", AWS, S3),
