@@ -274,17 +274,18 @@ def report(
         )
     text = [stores.render(), ratios.render()]
     if S3 in results and S3_OFF in results:
-        text.append(ledger_requests(shape, results[S3], results[S3_OFF], missed))
+        text.append(ledger_requests(shape, jobs, results[S3], results[S3_OFF], missed))
     return "\n\n".join(text), missed
 
 
-def ledger_requests(shape: str, on: Runs, off: Runs, missed: list[str]) -> str:
+def ledger_requests(shape: str, jobs: int, on: Runs, off: Runs, missed: list[str]) -> str:
     """The ledger's requests per attempt on s3:, counted two ways, against its budget.
 
     Workers write one record per attempt; the leader's tailer one batch of
     events a second at most, so on a slow run its batches can outnumber attempts.
     """
     per_attempt = [r.ledger_requests / max(r.attempts, 1) for r in on.runs]
+    per_job = [r.ledger_requests / jobs for r in on.runs]
     batches = [(r.ledger_requests - r.attempts) / max(r.attempts, 1) for r in on.runs]
     per_second = [(r.ledger_requests - r.attempts) / r.seconds for r in on.runs]
     extra = [
@@ -299,6 +300,7 @@ def ledger_requests(shape: str, on: Runs, off: Runs, missed: list[str]) -> str:
         ("requests to ledger/ keys per attempt", per_attempt, True),
         ("  of them event batches per attempt", batches, False),
         ("  event batches per second of run", per_second, False),
+        ("requests to ledger/ keys per job", per_job, False),
         ("s3: minus s3: no ledger per attempt (paired)", extra, True),
     ):
         median = statistics.median(values)
