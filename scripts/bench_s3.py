@@ -21,6 +21,7 @@ import http.client
 import math
 import multiprocessing
 import os
+import re
 import socket
 import sys
 import time
@@ -64,8 +65,20 @@ _HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrad
 # ------------------------------------------------------------ counting proxy
 
 
-def _serve_proxy(port: int, upstream: str, counter: Any, ready: Any) -> None:
-    """Forward every request to ``upstream``, counting each one in ``counter``."""
+def _serve_proxy(
+    port: int,
+    upstream: str,
+    counter: Any,
+    ready: Any,
+    delay: float = 0.0,
+    marked: tuple[tuple[str, Any], ...] = (),
+) -> None:
+    """Forward every request to ``upstream`` after ``delay`` seconds, counting each one.
+
+    ``counter`` counts them all; each ``(mark, counter)`` of ``marked`` counts
+    those whose ``METHOD /path?query`` the regular expression ``mark`` matches.
+    A thread serves each connection, so the delay holds up no other request.
+    """
     host, _, upstream_port = upstream.removeprefix("http://").partition(":")
 
     class Handler(BaseHTTPRequestHandler):
@@ -89,9 +102,14 @@ def _serve_proxy(port: int, upstream: str, counter: Any, ready: Any) -> None:
             return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
         def _forward(self) -> None:
-            with counter.get_lock():
-                counter.value += 1
+            request = f"{self.command} {self.path}"
+            for mark, count in ((None, counter), *marked):
+                if mark is None or re.search(mark, request):
+                    with count.get_lock():
+                        count.value += 1
             body = self._body()
+            if delay:
+                time.sleep(delay)
             if self.command == "PUT" and b"BlockedEncryptionTypes" in body:
                 # Toil unblocks SSE-C on the buckets it creates with a rule that AWS
                 # added in 2025 and moto cannot parse yet: accept it here, as AWS does.
@@ -137,16 +155,24 @@ def _serve_proxy(port: int, upstream: str, counter: Any, ready: Any) -> None:
 
 
 class CountingProxy:
-    """A loopback HTTP proxy in a child process; ``count`` is the requests it has forwarded."""
+    """A loopback HTTP proxy in a child process; ``count`` is the requests it has forwarded.
 
-    def __init__(self, upstream: str) -> None:
+    ``delay`` seconds are added to every request, as a network's round trip
+    would (the moto server is on loopback); ``marks`` are regular expressions
+    for the ``METHOD /path?query`` of requests that :meth:`marked` counts apart.
+    """
+
+    def __init__(self, upstream: str, delay: float = 0.0, marks: tuple[str, ...] = ()) -> None:
         ctx = multiprocessing.get_context("fork")
         self._counter = ctx.Value("q", 0)
+        self._marked = {mark: ctx.Value("q", 0) for mark in marks}
         ready = ctx.Event()
         port = free_port()
         self.endpoint = f"http://127.0.0.1:{port}"
         self._process = ctx.Process(
-            target=_serve_proxy, args=(port, upstream, self._counter, ready), daemon=True
+            target=_serve_proxy,
+            args=(port, upstream, self._counter, ready, delay, tuple(self._marked.items())),
+            daemon=True,
         )
         self._process.start()
         if not ready.wait(30):
@@ -155,6 +181,10 @@ class CountingProxy:
     @property
     def count(self) -> int:
         return int(self._counter.value)
+
+    def marked(self, mark: str) -> int:
+        """The requests forwarded so far that ``mark`` matched."""
+        return int(self._marked[mark].value)
 
     def close(self) -> None:
         self._process.terminate()

@@ -39,6 +39,7 @@ T = TypeVar("T")
 LONG = os.environ.get("JOBSTORE_RELIABILITY", "ci") == "long"
 VENV_BIN = os.path.dirname(sys.executable)
 
+
 #: What the top level of a store may hold; anything else is debris showing through.
 def bound(ci: T, long: T) -> T:
     """The CI or the long value of a budget, by the profile in use."""
