@@ -158,6 +158,10 @@ class JobStore(AbstractJobStore, HintedJobStore):
         self.backend: Backend = backend if backend is not None else self._parsed.open_backend()
         self._batch: list[JobDescription] | None = None
         self._ledger: ledger.LeaderTailer | None = None
+        #: The log cursor as this process last advanced it, and the version of the stored
+        #: cursor it started from (see read_logs).
+        self._log_cursor: tuple[str | None, set[str]] | None = None
+        self._log_cursor_stored: str | None = None
         self._creating = False
 
     def __repr__(self) -> str:
@@ -670,11 +674,19 @@ class JobStore(AbstractJobStore, HintedJobStore):
         Messages are never moved or rewritten: a cursor object records what
         was read. Messages newer than the grace window are remembered by name
         too, so one whose writer minted its key a little before a faster
-        writer's is still read exactly once. Assumes one reader (the leader).
+        writer's is still read exactly once. Assumes one reader at a time (the
+        leader). It keeps the cursor in memory and stores it only when a poll
+        read something: Toil polls twice a second, and an empty poll costs a
+        look at the stored cursor's version (another reader may have moved
+        it) and a listing. A restarted leader starts from the stored cursor,
+        which names every message read since its mark.
         A message the callback fails on raises :class:`CorruptLogError` naming
         its key; the messages before it stay read.
         """
-        mark, seen = self._load_log_cursor()
+        stored = self._log_cursor_version()
+        if self._log_cursor is None or stored != self._log_cursor_stored:
+            self._log_cursor, self._log_cursor_stored = self._load_log_cursor(), stored
+        mark, seen = self._log_cursor
         start_after = None if read_all or mark is None else mark
         now = time.time_ns()
         read: list[str] = []
@@ -693,21 +705,28 @@ class JobStore(AbstractJobStore, HintedJobStore):
                 read.append(key)
         except CorruptLogError:
             # Remember what was read, but keep the mark: nothing after the bad one is skipped.
-            self._save_log_cursor(mark, seen, mark, read)
+            self._advance_log_cursor(seen, mark, read)
             raise
         new_mark = layout.log_key_floor(now - LOG_GRACE_NS)
         if mark is not None and mark > new_mark:
             new_mark = mark
-        self._save_log_cursor(mark, seen, new_mark, read)
+        self._advance_log_cursor(seen, new_mark, read)
         return len(read)
 
-    def _save_log_cursor(
-        self, mark: str | None, seen: set[str], new_mark: str | None, read: list[str]
-    ) -> None:
+    def _advance_log_cursor(self, seen: set[str], new_mark: str | None, read: list[str]) -> None:
+        """Move the cursor on; store it when messages were read (see :meth:`read_logs`)."""
         new_seen = {k for k in (*seen, *read) if new_mark is None or k > new_mark}
-        if new_mark != mark or new_seen != seen:
+        if read:
             cursor = {"mark": new_mark, "seen": sorted(new_seen)}
             self.backend.put_bytes(layout.LOG_CURSOR, json.dumps(cursor).encode())
+            self._log_cursor_stored = self._log_cursor_version()
+        self._log_cursor = (new_mark, new_seen)
+
+    def _log_cursor_version(self) -> str | None:
+        try:
+            return self.backend.stat(layout.LOG_CURSOR).version
+        except NotFound:
+            return None
 
     def _load_log_cursor(self) -> tuple[str | None, set[str]]:
         """The cursor's mark and the keys read after it; none when missing or damaged.

@@ -746,6 +746,23 @@ def test_logs_are_read_once_in_write_order_across_instances(
     assert drain(store) == []
 
 
+def test_an_empty_log_poll_writes_nothing(store: JobStore) -> None:
+    """Toil polls twice a second: with nothing new, the cursor is not rewritten, and a
+    restarted leader (a new instance) still reads each message once."""
+    store.write_logs("first")
+    got: list[bytes] = []
+    assert store.read_logs(lambda m: got.append(m.read())) == 1
+    stored = store.backend.stat(layout.LOG_CURSOR).version
+    for _ in range(3):
+        assert store.read_logs(lambda m: got.append(m.read())) == 0
+    assert store.backend.stat(layout.LOG_CURSOR).version == stored
+    store.write_logs("second")
+    restarted = JobStore(store.locator)
+    restarted.resume()
+    assert restarted.read_logs(lambda m: got.append(m.read())) == 1
+    assert got == [b"first", b"second"]
+
+
 # ============================================================== jobs()
 
 
