@@ -464,7 +464,10 @@ def build_run(
         found = assemble_attempts(job_id, starts_by_job[job_id], events_by_job[job_id], natives)
         for a in found:
             if a.status == "running" and not _may_run(a, leader, here):
-                a.status = "failed"
+                # Ended with no one to say how: the job's record tells (gone or its body
+                # run: it completed; its body still to run: that attempt failed).
+                job = jobs.get(job_id)
+                a.status = "failed" if job is not None and job.has_body else "completed"
         attempts_by_job[job_id] = found
         attempts.extend(found)
     attempts.sort(key=lambda a: (a.start_ns or a.complete_ns or 0, a.job_id, a.number))
@@ -497,12 +500,15 @@ def build_run(
 
 
 def _may_run(attempt: Attempt, leader: Leader, here: str) -> bool:
-    """Whether an attempt with no end may still be running."""
-    if leader.alive is None and attempt.host != here:
+    """Whether an attempt with no end may still be running.
+
+    While the leader lives it reports every end (within about a second): until
+    then, running. Without it, only a worker of this host can be seen gone; one
+    elsewhere (a cluster's job outlives its leader) is taken to run on.
+    """
+    if leader.alive or attempt.host != here or attempt.pid is None or attempt.start_ns is None:
         return True
-    if attempt.host == here and attempt.pid is not None and attempt.start_ns is not None:
-        return pid_alive_since(attempt.pid, attempt.start_ns)
-    return bool(leader.alive)
+    return pid_alive_since(attempt.pid, attempt.start_ns)
 
 
 def _blocked_jobs(jobs: dict[str, JobSummary]) -> set[str]:

@@ -22,7 +22,16 @@ import pytest
 
 from jobstore import layout, ledger
 from jobstore.ledger import AttemptStart, Event
-from jobstore.run import TRACE_COLUMNS, Run, RunMemo, assemble_attempts, read_run
+from jobstore.run import (
+    TRACE_COLUMNS,
+    JobSummary,
+    Leader,
+    Run,
+    RunMemo,
+    assemble_attempts,
+    build_run,
+    read_run,
+)
 from jobstore.store import JobStore, open_store
 from tests.mountutil import Mount, eventually
 from tests.test_workflows import VENV_BIN, _env
@@ -288,3 +297,30 @@ def test_a_real_run_read_from_the_store(store_locator: str, tmp_path: Path) -> N
 def layout_slack() -> int:
     """Times come from the tailer's polls and two clocks: allow half a second between them."""
     return S // 2
+
+
+def _summary(has_body: bool) -> JobSummary:
+    return JobSummary("j", has_body, 2, (), (), None)
+
+
+@pytest.mark.parametrize(
+    ("leader_alive", "job", "status"),
+    [
+        # The leader lives: it reports the end within about a second; until then, running.
+        (True, _summary(has_body=True), "running"),
+        # The leader is dead and the worker gone: the job's record tells how it ended.
+        (False, _summary(has_body=True), "failed"),
+        (False, _summary(has_body=False), "completed"),
+        (False, None, "completed"),
+    ],
+)
+def test_an_attempt_whose_worker_is_gone(
+    leader_alive: bool, job: JobSummary | None, status: str
+) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid of this host that no longer runs
+    start = AttemptStart("j", time.time_ns() - S, dead.pid, "", socket.gethostname())
+    jobs = {} if job is None else {"j": job}
+    leader = Leader(socket.gethostname(), 1, leader_alive, 0)
+    run = build_run(None, leader, False, False, jobs, [start], [])
+    assert [a.status for a in run.attempts] == [status]
