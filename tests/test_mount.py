@@ -267,8 +267,12 @@ def test_same_size_rewrite_within_a_second_shows_on_s3(s3_locator: str, tmp_path
     m = Mount(s3_locator, tmp_path / "mnt")
     try:
         path = m / "files" / file_id
+        # Until three rewrites fell within one S3 second (a loaded machine misses some).
         rewrites = 0
-        for old, new in zip(b"ACEGI", b"BDFHJ", strict=True):
+        letters = b"ACEGIKMOQSUWY"
+        for old, new in zip(letters, letters[1:] + b"Z", strict=True):
+            if rewrites >= 3:
+                break
             source.write_bytes(bytes([old]) * 5000)
             store.update_file(file_id, str(source))
             before = store.backend.stat(key)
