@@ -683,9 +683,10 @@ class JobStore(AbstractJobStore, HintedJobStore):
         A message the callback fails on raises :class:`CorruptLogError` naming
         its key; the messages before it stay read.
         """
-        stored = self._log_cursor_version()
-        if self._log_cursor is None or stored != self._log_cursor_stored:
-            self._log_cursor, self._log_cursor_stored = self._load_log_cursor(), stored
+        if self._log_cursor is not None and self._log_cursor_version() != self._log_cursor_stored:
+            self._log_cursor = None  # another reader (or this one, just now) stored it since
+        if self._log_cursor is None:
+            self._log_cursor, self._log_cursor_stored = self._load_log_cursor()
         mark, seen = self._log_cursor
         start_after = None if read_all or mark is None else mark
         now = time.time_ns()
@@ -719,7 +720,7 @@ class JobStore(AbstractJobStore, HintedJobStore):
         if read:
             cursor = {"mark": new_mark, "seen": sorted(new_seen)}
             self.backend.put_bytes(layout.LOG_CURSOR, json.dumps(cursor).encode())
-            self._log_cursor_stored = self._log_cursor_version()
+            self._log_cursor_stored = ""  # its version is learnt by reading it back, next poll
         self._log_cursor = (new_mark, new_seen)
 
     def _log_cursor_version(self) -> str | None:
@@ -728,16 +729,20 @@ class JobStore(AbstractJobStore, HintedJobStore):
         except NotFound:
             return None
 
-    def _load_log_cursor(self) -> tuple[str | None, set[str]]:
-        """The cursor's mark and the keys read after it; none when missing or damaged.
+    def _load_log_cursor(self) -> tuple[tuple[str | None, set[str]], str | None]:
+        """The stored cursor (its mark and the keys read after it) and its version.
 
-        A damaged cursor costs messages read twice, never a message lost or a
-        leader stopped; ``jobstore fsck`` reports it.
+        None and nothing when missing or damaged: a damaged cursor costs messages
+        read twice, never a message lost or a leader stopped; ``jobstore fsck``
+        reports it.
         """
         try:
-            return parse_log_cursor(self.backend.get_bytes(layout.LOG_CURSOR))
+            with self.backend.open_version(layout.LOG_CURSOR) as (info, stream):
+                data, version = stream.read(), info.version
         except NotFound:
-            return None, set()
+            return (None, set()), None
+        try:
+            return parse_log_cursor(data), version
         except ValueError as e:
             warn_once(
                 self.locator,
@@ -745,7 +750,7 @@ class JobStore(AbstractJobStore, HintedJobStore):
                 f"Unreadable log cursor {layout.LOG_CURSOR!r} in {self.locator} ({e}): "
                 "every log message is read again",
             )
-            return None, set()
+            return (None, set()), version
 
     def log_keys(self, start_after: str | None = None) -> Iterator[str]:
         """Every stored log message's key, read or not, in write order; stray keys skipped."""
