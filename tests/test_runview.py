@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -324,3 +325,31 @@ def test_an_attempt_whose_worker_is_gone(
     leader = Leader(socket.gethostname(), 1, leader_alive, 0)
     run = build_run(None, leader, False, False, jobs, [start], [])
     assert [a.status for a in run.attempts] == [status]
+
+
+def test_status_watch_refreshes_until_interrupted(local_locator: str, toil_config: object) -> None:
+    """``jobstore status --watch`` redraws its screen until Ctrl-C, which ends it quietly."""
+    store = JobStore(local_locator)
+    store.initialize(toil_config)  # type: ignore[arg-type]
+    watch = subprocess.Popen(
+        [JOBSTORE, "status", "--watch", "0", local_locator],  # no pause: Ctrl-C lands anywhere
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert watch.stdout is not None
+        screens = b""
+        deadline = time.monotonic() + 60
+        while screens.count(b"\x1b[2J") < 3:  # several screens drawn
+            assert time.monotonic() < deadline and watch.poll() is None, screens[-2000:]
+            screens += os.read(watch.stdout.fileno(), 65536)
+        watch.send_signal(signal.SIGINT)
+        _, err = watch.communicate(timeout=30)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait()
+    assert watch.returncode == 0 and b"Traceback" not in err, err
+    assert b"jobs      running 0" in screens
+    store.destroy()

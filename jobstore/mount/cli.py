@@ -339,18 +339,18 @@ def _status(args: argparse.Namespace) -> int:
     except SourceUnavailable as e:
         raise CommandError(str(e)) from None
     memo = RunMemo()
-    while True:
-        run = source.read_run(memo)
-        text = run.status_json().decode() if args.json else render_summary(run, source.locator)
-        if args.watch is None:
-            sys.stdout.write(text)
-            return 0
-        sys.stdout.write("\x1b[H\x1b[2J" + text)  # home, clear: a screen that refreshes
-        sys.stdout.flush()
-        try:
+    try:
+        while True:
+            run = source.read_run(memo)
+            text = run.status_json().decode() if args.json else render_summary(run, source.locator)
+            if args.watch is None:
+                sys.stdout.write(text)
+                return 0
+            sys.stdout.write("\x1b[H\x1b[2J" + text)  # home, clear: a screen that refreshes
+            sys.stdout.flush()
             time.sleep(args.watch)
-        except KeyboardInterrupt:
-            return 0
+    except KeyboardInterrupt:  # how one stops --watch: whatever it was doing, no traceback
+        return 0
 
 
 # ================================================================ umount
