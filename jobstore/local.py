@@ -350,18 +350,12 @@ class LocalBackend(Backend):
     # ---------------------------------------------------------------- reads
 
     def get_bytes(self, key: str) -> bytes:
-        try:
-            with open(self._path(key), "rb") as f:
-                return f.read()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            raise NotFound(key) from None
+        with self.reader(key) as f:
+            return f.read()
 
     def reader(self, key: str) -> BinaryIO:
-        try:
-            # A file is its own context manager: no generator around it on this hot path.
-            return open(self._path(key), "rb")
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            raise NotFound(key) from None
+        # A file is its own context manager: no generator around it on this hot path.
+        return _open_object(self._path(key), key)
 
     @contextlib.contextmanager
     def open_version(
@@ -370,11 +364,11 @@ class LocalBackend(Backend):
         """The open file and its fstat: a rewrite renames a new file in place, and this
         descriptor keeps reading the old one (deleted or not) to its end."""
         try:
-            f = open(self._path(key), "rb")  # noqa: SIM115 - closed below
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            f = _open_object(self._path(key), key)
+        except NotFound:
             if version is not None:
                 raise VersionGone(f"{self._path(key)}: version {version} was replaced") from None
-            raise NotFound(key) from None
+            raise
         with f:
             info = _info(os.fstat(f.fileno()))
             if version is not None and info.version != version:
@@ -386,11 +380,7 @@ class LocalBackend(Backend):
     def get_file(self, key: str, path: str) -> ObjectInfo:
         directory = os.path.dirname(os.path.abspath(path))
         tmp_path = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-        try:
-            src = open(self._path(key), "rb")  # noqa: SIM115 - closed below
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            raise NotFound(key) from None
-        with src:
+        with _open_object(self._path(key), key) as src:
             info = _info(os.fstat(src.fileno()))
             try:
                 with open(tmp_path, "xb") as dst:
@@ -529,6 +519,8 @@ class LocalBackend(Backend):
                 # resumed deep into jobs/ then costs nothing for the shards before.
                 if start_after is None or below > start_after or start_after.startswith(below):
                     yield from self._walk(entry.path, below, start_after)
+            elif not (entry.is_file(follow_symlinks=False) or entry.is_symlink()):
+                _warn_not_an_object(entry.path)
             elif start_after is None or key > start_after:
                 yield key
 
@@ -543,6 +535,36 @@ class LocalBackend(Backend):
         except (FileNotFoundError, NotADirectoryError):
             return
         yield from (e for e in entries if prefix or e.name != TMP_DIR)
+
+
+def _open_object(path: str, key: str) -> BinaryIO:
+    """The object at ``path`` open for reading; NotFound for anything but a regular file.
+
+    ``O_NONBLOCK`` because opening a FIFO for reading waits for a writer
+    forever: a FIFO someone made in the store must not hang a leader.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        raise NotFound(key) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotFound(key)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+_warned_not_objects: set[str] = set()
+
+
+def _warn_not_an_object(path: str) -> None:
+    """Say once per process that a FIFO, socket or device in the store is not listed."""
+    if path not in _warned_not_objects:
+        _warned_not_objects.add(path)
+        logger.warning("Skipping %s: not a regular file, so not an object of the store", path)
 
 
 def _key_order(entry: os.DirEntry[str]) -> str:

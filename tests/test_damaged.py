@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import pickle
+import stat
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ from typing import Any
 import pytest
 from toil.common import Config
 from toil.job import JobDescription
-from toil.jobStores.abstractJobStore import NoSuchJobException
+from toil.jobStores.abstractJobStore import NoSuchFileException, NoSuchJobException
 
 from jobstore import JobStore, layout
 from jobstore.mount import view as v
@@ -275,6 +276,34 @@ def test_local_directories_where_objects_belong(local_locator: str, toil_config:
     assert sorted(store.shared_file_names()) == ["config.pickle", "rootJobStoreID"]
     assert store.clean().jobStoreID == job.jobStoreID
     assert (as_dir / "dir-job").exists()
+
+
+@pytest.mark.timeout(60)
+def test_local_fifos_where_objects_belong(local_locator: str, toil_config: Config) -> None:
+    """A FIFO at a job's key and at a shared file's name: never a hang, never an object.
+
+    An open of a FIFO for reading waits for a writer forever; the store must
+    not open one, nor list it among the jobs it would load.
+    """
+    store = JobStore(local_locator)
+    store.initialize(toil_config)
+    root = Path(local_locator.removeprefix("local:"))
+    job = new_job(store)
+    store.set_root_job(job.jobStoreID)
+    fifo_job = root / layout.job_key("fifo-job")
+    fifo_job.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(fifo_job)
+    os.mkfifo(root / "shared" / "fifo")
+    assert list(store.job_ids()) == [job.jobStoreID]
+    assert [j.jobStoreID for j in store.jobs()] == [job.jobStoreID]
+    assert not store.job_exists("fifo-job")
+    with pytest.raises(NoSuchJobException):
+        store.load_job("fifo-job")
+    with pytest.raises(NoSuchFileException), store.read_shared_file_stream("fifo"):
+        pass
+    assert sorted(store.shared_file_names()) == ["config.pickle", "rootJobStoreID"]
+    assert store.clean().jobStoreID == job.jobStoreID
+    assert stat.S_ISFIFO(os.lstat(fifo_job).st_mode)
 
 
 # ================================================================= fsck
