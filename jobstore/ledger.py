@@ -15,7 +15,12 @@ run and after the leader died. It costs little:
 * The leader tails its own message-bus file (``config.write_messages``, which
   Toil always writes) with Toil's own parser and stores what it saw (jobs
   issued with their batch IDs, attempts ended with their exit codes, jobs
-  given up on) as one object per second at most, whatever the job rate::
+  given up on) as one object per second at most, whatever the job rate.
+  Only ends change what the view shows a job doing, so only they are stored
+  that soon; issues (which give trace.tsv its submit times and batch IDs)
+  wait up to :data:`HOLD_SECONDS` for the next end to go with, so that a run
+  whose attempts end more than a second apart writes one batch per end, not
+  one per end and one per issue::
 
       ledger/events/<time-ns>-<unique>     JSON lines
 
@@ -57,6 +62,10 @@ logger = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
 #: How often at most it stores what it saw: the leader's ledger writes per second.
 FLUSH_SECONDS = 1.0
+#: How long at most events that change no job's state (issues, batch IDs) wait for one that does.
+HOLD_SECONDS = 5.0
+#: The events that change a job's state in the run view: stored within FLUSH_SECONDS.
+URGENT_KINDS = frozenset({"ended", "failed", "missing"})
 #: Environment variables in which batch systems tell a job its own ID, most specific first.
 NATIVE_ID_VARS = ("SLURM_JOB_ID", "LSB_JOBID", "PBS_JOBID", "JOB_ID", "FLUX_JOB_ID")
 #: Key fields are separated by this; every field is quoted so none holds it.
@@ -261,17 +270,28 @@ class LeaderTailer:
     Runs in a daemon thread of the leader process. The bus file carries no
     times, so the tailer looks at it often (every :data:`POLL_SECONDS`) and
     stamps each message when it first sees it; it stores what it saw at most
-    once every :data:`FLUSH_SECONDS`. Toil opens (and empties) the bus file when
+    once every :data:`FLUSH_SECONDS`, and events no state depends on after
+    :data:`HOLD_SECONDS` at the latest. Toil opens (and empties) the bus file when
     its leader starts, so the tailer reads from the beginning of whatever file
     is there and starts over when the file shrinks or is replaced.
     """
 
-    def __init__(self, backend: Backend, bus_path: str) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        bus_path: str,
+        flush_seconds: float = FLUSH_SECONDS,
+        hold_seconds: float = HOLD_SECONDS,
+    ) -> None:
         self._backend = backend
         self._path = bus_path
+        self._every = flush_seconds
+        self._hold = hold_seconds
         self._offset = 0
         self._inode: int | None = None
         self._pending: list[Event] = []
+        self._pending_since = 0.0
+        self._urgent = False
         self._written = 0.0
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -294,11 +314,22 @@ class LeaderTailer:
     def _run(self) -> None:
         while not self._stop.wait(POLL_SECONDS):
             try:
-                self.poll()
-                if self._pending and time.monotonic() - self._written >= FLUSH_SECONDS:
-                    self.flush()
+                self.tick()
             except Exception:
                 logger.warning("Could not store the run ledger's events", exc_info=True)
+
+    def tick(self) -> bool:
+        """Take in what is new, and store what is pending if it is due; whether it stored."""
+        self.poll()
+        now = time.monotonic()
+        with self._lock:
+            if not self._pending:
+                return False
+            if self._urgent:
+                due = now - self._written >= self._every
+            else:
+                due = now - self._pending_since >= self._hold
+        return due and self.flush() > 0
 
     def poll(self) -> None:
         """Take in the bus messages written since the last look, stamped with the time now."""
@@ -308,13 +339,18 @@ class LeaderTailer:
                 from toil.bus import MessageBus
 
                 messages = MessageBus.scan_bus_messages(io.BytesIO(lines), bus_types())
-                self._pending.extend(events_from_bus(messages, time.time_ns()))
+                new = list(events_from_bus(messages, time.time_ns()))
+                if new and not self._pending:
+                    self._pending_since = time.monotonic()
+                self._urgent = self._urgent or any(e.kind in URGENT_KINDS for e in new)
+                self._pending.extend(new)
 
     def flush(self) -> int:
         """Store every event taken in and not yet stored, as one object; how many."""
         self.poll()
         with self._lock:
             events, self._pending = self._pending, []
+            urgent, self._urgent = self._urgent, False
             self._written = time.monotonic()
             if not events:
                 return 0
@@ -324,6 +360,7 @@ class LeaderTailer:
                 self._backend.put_bytes(key, body)
             except BaseException:
                 self._pending[:0] = events  # kept for the next try
+                self._urgent = urgent
                 raise
             return len(events)
 

@@ -123,6 +123,60 @@ def test_worker_clock_ahead_of_leader_still_pairs() -> None:
     assert (a.status, a.complete_ns) == ("completed", 10 * S)
 
 
+def test_leader_stores_ends_within_a_second_and_holds_issues_for_them(
+    local_locator: str, toil_config: object, tmp_path: Path
+) -> None:
+    """Ends reach the store a batch interval apart; an issue waits to go in the same batch.
+
+    The bus file is written by Toil's own MessageBus, as the leader writes it.
+    """
+    from toil.bus import JobCompletedMessage, JobIssuedMessage, MessageBus
+
+    store = JobStore(local_locator)
+    store.initialize(toil_config)  # type: ignore[arg-type]
+    bus, path = MessageBus(), tmp_path / "bus"
+    keep = bus.connect_output_file(str(path))
+    tailer = ledger.LeaderTailer(store.backend, str(path), flush_seconds=2.0, hold_seconds=4.0)
+
+    def batches() -> list[list[str]]:
+        return [
+            [line.split('"kind":"')[1].split('"')[0] for line in text.splitlines()]
+            for text in (
+                store.backend.get_bytes(k).decode()
+                for k in store.backend.list(layout.LEDGER_EVENTS)
+            )
+        ]
+
+    def tick_for(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            tailer.tick()
+            time.sleep(ledger.POLL_SECONDS)
+
+    bus.publish(JobIssuedMessage("Job", "job-1", 1))
+    bus.check()
+    tick_for(1.0)
+    assert batches() == []  # an issue alone is held
+    bus.publish(JobCompletedMessage("Job", "job-1", 0))
+    bus.publish(JobIssuedMessage("Job", "job-2", 2))
+    bus.check()
+    tick_for(0.5)
+    assert batches() == [["issued", "ended", "issued"]]  # the end took the issues along
+    bus.publish(JobCompletedMessage("Job", "job-2", 1))
+    bus.check()
+    tick_for(0.5)
+    assert len(batches()) == 1  # a second end waits out the interval since the last batch
+    tick_for(2.0)
+    assert batches()[1] == ["ended"]
+    bus.publish(JobIssuedMessage("Job", "job-3", 3))
+    bus.check()
+    tick_for(2.0)
+    assert len(batches()) == 2
+    tick_for(2.5)
+    assert batches()[2:] == [["issued"]]  # an issue alone goes after hold_seconds
+    del keep
+
+
 def test_stray_ledger_objects_are_skipped(store_locator: str, toil_config: object) -> None:
     store = JobStore(store_locator)
     store.initialize(toil_config)  # type: ignore[arg-type]
