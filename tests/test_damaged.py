@@ -15,12 +15,11 @@ import json
 import logging
 import os
 import pickle
-import stat
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -256,54 +255,44 @@ def test_damaged_log_cursor_rereads_instead_of_failing(store: JobStore) -> None:
     assert store.read_logs(lambda f: None) == 0  # and the cursor is whole again
 
 
-def test_local_directories_where_objects_belong(local_locator: str, toil_config: Config) -> None:
-    """A directory at a job's key (holding a job's pickle) and at a shared file's name."""
-    store = JobStore(local_locator)
-    store.initialize(toil_config)
-    root = Path(local_locator.removeprefix("local:"))
-    job = new_job(store)
-    store.set_root_job(job.jobStoreID)
-    as_dir = root / layout.job_key("dir-job")
-    as_dir.mkdir(parents=True)
-    (as_dir / "dir-job").write_bytes(store.load_job_bytes(job.jobStoreID))
-    (root / "shared" / "config.pickle.d").mkdir()
-    (root / "shared" / "config.pickle.d" / "x").write_bytes(b"x")
-    assert list(store.job_ids()) == [job.jobStoreID]
-    assert [j.jobStoreID for j in store.jobs()] == [job.jobStoreID]
-    assert not store.job_exists("dir-job")
-    with pytest.raises(NoSuchJobException):
-        store.load_job("dir-job")
-    assert sorted(store.shared_file_names()) == ["config.pickle", "rootJobStoreID"]
-    assert store.clean().jobStoreID == job.jobStoreID
-    assert (as_dir / "dir-job").exists()
+def _plant_directory(path: Path, data: bytes) -> None:
+    path.mkdir(parents=True)
+    (path / path.name).write_bytes(data)
+
+
+def _plant_fifo(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)
 
 
 @pytest.mark.timeout(60)
-def test_local_fifos_where_objects_belong(local_locator: str, toil_config: Config) -> None:
-    """A FIFO at a job's key and at a shared file's name: never a hang, never an object.
+@pytest.mark.parametrize("plant", [_plant_directory, _plant_fifo], ids=["directory", "fifo"])
+def test_local_non_files_where_objects_belong(
+    local_locator: str, toil_config: Config, plant: Callable[[Path, bytes], None]
+) -> None:
+    """A directory (holding a job's pickle) or a FIFO at a job's key and a shared file's name.
 
-    An open of a FIFO for reading waits for a writer forever; the store must
-    not open one, nor list it among the jobs it would load.
+    Neither is an object: never listed, loaded or cleaned away, and never a
+    hang (an open of a FIFO for reading waits for a writer forever).
     """
     store = JobStore(local_locator)
     store.initialize(toil_config)
     root = Path(local_locator.removeprefix("local:"))
     job = new_job(store)
     store.set_root_job(job.jobStoreID)
-    fifo_job = root / layout.job_key("fifo-job")
-    fifo_job.parent.mkdir(parents=True, exist_ok=True)
-    os.mkfifo(fifo_job)
-    os.mkfifo(root / "shared" / "fifo")
+    planted = root / layout.job_key("odd-job")
+    plant(planted, store.load_job_bytes(job.jobStoreID))
+    plant(root / "shared" / "odd", b"x")
     assert list(store.job_ids()) == [job.jobStoreID]
     assert [j.jobStoreID for j in store.jobs()] == [job.jobStoreID]
-    assert not store.job_exists("fifo-job")
+    assert not store.job_exists("odd-job")
     with pytest.raises(NoSuchJobException):
-        store.load_job("fifo-job")
-    with pytest.raises(NoSuchFileException), store.read_shared_file_stream("fifo"):
+        store.load_job("odd-job")
+    with pytest.raises(NoSuchFileException), store.read_shared_file_stream("odd"):
         pass
     assert sorted(store.shared_file_names()) == ["config.pickle", "rootJobStoreID"]
     assert store.clean().jobStoreID == job.jobStoreID
-    assert stat.S_ISFIFO(os.lstat(fifo_job).st_mode)
+    assert os.path.lexists(planted)
 
 
 # ================================================================= fsck
