@@ -42,8 +42,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-#: Where :func:`save_report` keeps reports (git-ignored).
-RESULTS_DIR = Path(__file__).resolve().parent.parent / "bench-results"
+#: Where :func:`save_report` keeps reports (git-ignored); JOBSTORE_BENCH_RESULTS moves them.
+RESULTS_DIR = Path(
+    os.environ.get("JOBSTORE_BENCH_RESULTS")
+    or Path(__file__).resolve().parent.parent / "bench-results"
+)
 
 
 class Samples:
