@@ -190,11 +190,13 @@ class Bench:
             locator, _, _ = r.make(scheme, 1)
             samples["toil status"].append(r.status(locator, 1).seconds)
             samples["toil clean"].append(r.clean(locator).seconds)
-            locator, _, _ = r.make(scheme, 1)
-            samples["restart"].append(r.restart(locator, 1).seconds)
-            r.clean(locator)
+            if "restart" in self.ops:
+                locator, _, _ = r.make(scheme, 1)
+                samples["restart"].append(r.restart(locator, 1).seconds)
+                r.clean(locator)
         for op, values in samples.items():
-            self.baseline[(store, op)] = statistics.median(values)
+            if values:
+                self.baseline[(store, op)] = statistics.median(values)
 
     def repeat_once(self, store: str, n: int) -> None:
         """One sample of every operation on ``store`` at ``n`` jobs (two stores made)."""
@@ -266,7 +268,13 @@ def size_table(bench: Bench, n: int, stores: Sequence[str], report: Report) -> s
             else:
                 cells += ["-", ""]
         table.row(op, *cells)
-    return table.render()
+    text = table.render()
+    if any(0.0 in c.per_job for (_, op, m), c in bench.cells.items() if m == n and op in COMMANDS):
+        text += (
+            "\n0 ns: the command took less than on a store of one job (its start-up varied "
+            "more than its work: the load); a size too small to tell"
+        )
+    return text
 
 
 def scaling_table(bench: Bench, sizes: Sequence[int], store: str, verdicts: Verdicts) -> str:
@@ -362,7 +370,11 @@ def main(argv: list[str] | None = None) -> int:
             "One-job baselines taken off the commands' times: "
             + "; ".join(
                 f"{store} "
-                + ", ".join(f"{op} {fmt_seconds(bench.baseline[(store, op)])}" for op in COMMANDS)
+                + ", ".join(
+                    f"{op} {fmt_seconds(bench.baseline[(store, op)])}"
+                    for op in COMMANDS
+                    if (store, op) in bench.baseline
+                )
                 for store in stores
             )
         )
