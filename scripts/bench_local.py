@@ -23,6 +23,7 @@ from pathlib import Path
 
 from benchutil import (
     Report,
+    Results,
     Samples,
     Stopwatch,
     Table,
@@ -482,11 +483,13 @@ ROWS = [
 PER_JOB_LISTED = {"jobs()"}
 #: Operations bound by Toil's unpickling, where matching FileJobStore is the goal.
 UNPICKLING_BOUND = {"load_job", "jobs()"}
+#: Operations on jobs, whose cost per job should not grow with the number of jobs in the store.
+SCALING_OPS = ("create_job", "load_job", "update_job", "jobs()", "delete_job")
 #: Minimum speed-ups over FileJobStore.
 FAST_TARGETS = {"create_job": 2.0, "delete_job": 2.0}
 
 
-def job_table(n: int, runs: dict[str, Run], verdicts: Verdicts) -> str:
+def job_table(n: int, runs: dict[str, Run], verdicts: Verdicts, results: Results) -> str:
     table = Table(
         f"N = {n:,} jobs: rates and times per operation are medians of "
         f"{len(runs[OURS]['create_job'].per_op)} repeats; ratio = median over paired slices "
@@ -503,6 +506,10 @@ def job_table(n: int, runs: dict[str, Run], verdicts: Verdicts) -> str:
             continue
         assert theirs is not None
         ratios = runs[OURS].slice_ratios[op]
+        results.ratio(op, n, ratios, f"{FILE} / {OURS}")
+        if op in SCALING_OPS:
+            for kind, samples in ((FILE, theirs), (OURS, ours)):
+                results.cost(kind, op, n, samples.median)
         if op in FAST_TARGETS:
             target = FAST_TARGETS[op]
             ok, shown = verdicts.check_ratio(f"N={n}: {op} >= {target:g}x", ratios, target)
@@ -548,7 +555,7 @@ def scaling_table(by_n: dict[int, dict[str, Run]], verdicts: Verdicts) -> str:
             "",
         ],
     )
-    for op in ("create_job", "load_job", "update_job", "jobs()", "delete_job"):
+    for op in SCALING_OPS:
         cells: list[str] = []
         growth = 0.0
         for kind in KINDS:
@@ -661,7 +668,7 @@ def main(argv: list[str] | None = None) -> int:
                     base, f"-{n}-{rep}", n, args.files, inputs, runs, not file_missing_timed
                 )
                 file_missing_timed = True
-            emit(job_table(n, runs, verdicts))
+            emit(job_table(n, runs, verdicts, report.results))
         if len(by_n) > 1:
             emit(scaling_table(by_n, verdicts))
         if args.large_mib > 0:

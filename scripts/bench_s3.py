@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from benchutil import (
+    Results,
     Samples,
     Stopwatch,
     Table,
@@ -509,7 +510,9 @@ LOG_BUDGET = 1.1
 JOBS_SPEEDUP = 2.0
 
 
-def report(meter: Meter, repeat: int, jobs_n: int, ops: int) -> tuple[str, list[str]]:
+def report(
+    meter: Meter, repeat: int, jobs_n: int, ops: int, results: Results
+) -> tuple[str, list[str]]:
     missed: list[str] = []
     table = Table(
         f"{ops} operations per repeat, median of {repeat} repeats; requests counted at the proxy",
@@ -518,6 +521,11 @@ def report(meter: Meter, repeat: int, jobs_n: int, ops: int) -> tuple[str, list[
     for op in meter.order:
         theirs, ours = meter[(AWS, op)], meter[(OURS, op)]
         ratio = speedup(ours.times, theirs.times)
+        # Paired by sample where the two stores took as many (one per repeat or slice).
+        paired = zip(ours.times.per_op, theirs.times.per_op, strict=False)
+        samples = len(ours.times.per_op) == len(theirs.times.per_op)
+        values = [t / o for o, t in paired if o > 0] if samples else [ratio]
+        results.ratio(op, jobs_n if op.startswith("jobs()") else None, values, f"{AWS} / {OURS}")
         checks: list[tuple[str, bool]] = []
         if op.startswith("jobs()"):
             checks.append((f">= {JOBS_SPEEDUP:g}x", ratio >= JOBS_SPEEDUP))
@@ -584,11 +592,12 @@ def main(argv: list[str] | None = None) -> int:
             bench_jobs(meter, args.jobs, args.repeat, moto)
         finally:
             proxy.close()
-    table, missed = report(meter, args.repeat, args.jobs, args.ops)
+    results = Results()
+    table, missed = report(meter, args.repeat, args.jobs, args.ops, results)
     lines += [table, "Targets missed: " + ("; ".join(missed) if missed else "none")]
     text = "\n\n".join(lines)
     print(text)
-    print(f"\n(report saved to {save_report('bench_s3', text)})")
+    print(f"\n(report saved to {save_report('bench_s3', text, results)})")
     return 0
 
 

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from bench_s3 import CountingProxy
 from benchutil import (
+    Results,
     Table,
     arg_parser,
     file_system,
@@ -225,6 +226,7 @@ def report(
     results: dict[Store, Runs],
     pairs: Sequence[tuple[str, Store, Store]],
     repeat: int,
+    figures: Results,
 ) -> tuple[str, list[str]]:
     """The tables for one workflow: each store's times, then each pair's ratio; targets missed."""
     jobs = total_jobs(shape, n)
@@ -239,6 +241,7 @@ def report(
     )
     for store, runs in results.items():
         median = statistics.median(runs.seconds)
+        figures.cost(store.name, shape, n, median / jobs)
         on_s3 = store.on_s3
         stores.row(
             store.name,
@@ -261,6 +264,8 @@ def report(
             x.seconds / y.seconds for x, y in zip(results[a].runs, results[b].runs, strict=True)
         ]
         ratio = statistics.median(values)
+        if group != "ledger":  # Toil's store against ours (the ledger pairs are ours alone)
+            figures.ratio(shape, n, values, f"{a.name} / {b.name}")
         if group == "ledger":
             target, ok = f"<= {LEDGER_SLOWDOWN:g}x", ratio <= LEDGER_SLOWDOWN
         else:
@@ -401,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
 
     emit(f"bench_workflow: real Toil workflows on each store\n{machine_note()}  (before)")
     missed: list[str] = []
+    figures = Results()
     with scratch_dir("bench-workflow-", args.tmp) as scratch, contextlib.ExitStack() as stack:
         spread_subdirectories(scratch)
         free = shutil.disk_usage(scratch).free / 2**30
@@ -420,11 +426,11 @@ def main(argv: list[str] | None = None) -> int:
         for n in args.n:
             for shape in shapes:
                 results = rounds(runner, stores, shape, n, args.repeat)
-                text, miss = report(shape, n, results, pairs, args.repeat)
+                text, miss = report(shape, n, results, pairs, args.repeat, figures)
                 emit(text)
                 missed += miss
     emit(f"{machine_note()}  (after)\nTargets missed: " + ("; ".join(missed) or "none"))
-    print(f"(report saved to {save_report('bench_workflow', chr(10).join(lines))})")
+    print(f"(report saved to {save_report('bench_workflow', chr(10).join(lines), figures)})")
     return 0
 
 

@@ -16,7 +16,9 @@ same way:
 * work in :func:`scratch_dir`; say where and when with :func:`file_system` and
   :func:`machine_note`; on ext4, :func:`spread_subdirectories` keeps stores
   from inheriting each other's freed inodes;
-* lay results out with :class:`Table` and keep a copy with :func:`save_report`.
+* lay results out with :class:`Table` and keep a copy with :func:`save_report`,
+  with the figures that matter in :class:`Results` (saved as JSON beside the
+  text, which ``scripts/bench --plot`` draws).
 
 The helpers use only the standard library, so a benchmark's own imports decide
 what it measures.
@@ -29,6 +31,7 @@ import array
 import contextlib
 import datetime
 import fcntl
+import json
 import math
 import os
 import shutil
@@ -36,11 +39,14 @@ import statistics
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-#: Where :func:`save_report` keeps reports (git-ignored).
-RESULTS_DIR = Path(__file__).resolve().parent.parent / "bench-results"
+#: Where :func:`save_report` keeps reports (git-ignored); JOBSTORE_BENCH_RESULTS moves them.
+RESULTS_DIR = Path(
+    os.environ.get("JOBSTORE_BENCH_RESULTS")
+    or Path(__file__).resolve().parent.parent / "bench-results"
+)
 
 
 class Samples:
@@ -293,11 +299,50 @@ class Verdicts:
         return "MISS", shown
 
 
+@dataclass
+class Ratio:
+    """One comparison of ours with Toil's: ``theirs`` time over ``ours`` (above 1: ours faster)."""
+
+    op: str
+    n: int | None
+    ratio: float
+    low: float
+    high: float
+    pair: str
+
+
+@dataclass
+class Cost:
+    """What one operation cost one store per job (or per operation) at ``n`` jobs."""
+
+    store: str
+    op: str
+    n: int
+    seconds: float
+
+
+@dataclass
+class Results:
+    """A report's figures in numbers, kept as JSON beside its text for ``scripts/bench --plot``."""
+
+    ratios: list[Ratio] = field(default_factory=list)
+    costs: list[Cost] = field(default_factory=list)
+
+    def ratio(self, op: str, n: int | None, values: Sequence[float], pair: str) -> None:
+        """Keep the median of paired ratios ``values`` and its 95% interval."""
+        lo, hi = median_interval(values)
+        self.ratios.append(Ratio(op, n, statistics.median(values), lo, hi, pair))
+
+    def cost(self, store: str, op: str, n: int, seconds: float) -> None:
+        self.costs.append(Cost(store, op, n, seconds))
+
+
 class Report:
     """A benchmark's report: printed as it grows, and saved whole by :meth:`finish`."""
 
     def __init__(self, name: str, title: str) -> None:
         self.name = name
+        self.results = Results()
         self.parts = [f"{title}  {machine_note()}\n"]
         print(self.parts[0], flush=True)
 
@@ -316,14 +361,27 @@ class Report:
             self.emit("Targets missed:\n" + "\n".join(f"  - {m}" for m in verdicts.missed))
         else:
             self.emit("No target missed.")
-        print(f"report saved to {save_report(self.name, ''.join(self.parts))}")
+        print(f"report saved to {save_report(self.name, ''.join(self.parts), self.results)}")
         return 0
 
 
-def save_report(name: str, text: str) -> Path:
-    """Keep a copy of a printed report in ``bench-results/`` for later comparison."""
+def save_report(name: str, text: str, results: Results | None = None) -> Path:
+    """Keep a copy of a printed report in ``bench-results/`` for later comparison.
+
+    With ``results``, their figures go to a JSON file of the same name beside it.
+    """
     RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = RESULTS_DIR / f"{name}-{stamp}.txt"
+    now = datetime.datetime.now()
+    path = RESULTS_DIR / f"{name}-{now.strftime('%Y%m%d-%H%M%S')}.txt"
     path.write_text(text + "\n")
+    if results is not None:
+        data = {
+            "module": name,
+            "when": now.isoformat(timespec="seconds"),
+            "cpus": os.cpu_count(),
+            "load": list(os.getloadavg()),
+            "ratios": [asdict(r) for r in results.ratios],
+            "costs": [asdict(c) for c in results.costs],
+        }
+        path.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
     return path
